@@ -1,0 +1,132 @@
+"""Command line: ``modelcard build | run | render | serve | list``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+
+def _load(path: Optional[str]):
+    from generator.config import load_config
+
+    return load_config(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from generator.pipeline.run import run_report
+
+    config = _load(args.config)
+    summary = run_report(config, show_progress=not args.quiet)
+    print(summary.text())
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from generator.render.site import render_site
+
+    config = _load(args.config)
+    started = time.perf_counter()
+    site = render_site(config, build=not args.no_build)
+    print(f"rendered in {time.perf_counter() - started:.1f} s: {site / 'index.html'}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from generator.pipeline.run import run_report
+    from generator.render.site import render_site
+
+    config = _load(args.config)
+    summary = run_report(config, show_progress=not args.quiet)
+    started = time.perf_counter()
+    site = render_site(config)
+    summary.site = str(site / "index.html")
+    print(summary.text())
+    print(f"render: {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import subprocess
+
+    config = _load(args.config)
+    mkdocs_file = config.work_dir / "mkdocs.yml"
+    if not mkdocs_file.exists():
+        print(f"{mkdocs_file} does not exist: run `modelcard build` first", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, "-m", "mkdocs", "serve", "-f", str(mkdocs_file), "-a", args.address])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    what = args.what
+    if what == "models":
+        from generator.models.sources import EMBEDDED_MODELS, MODEL_SOURCES
+
+        for name in MODEL_SOURCES:
+            print(f"{name + ':':<14} {MODEL_SOURCES.describe(name)}")
+        print("\nembedded models: " + ", ".join(f"embedded:{m}" for m in EMBEDDED_MODELS))
+    elif what == "datasets":
+        from generator.data.sources import DATASET_SOURCES, SAMPLE_PHOTOS
+
+        for name in DATASET_SOURCES:
+            print(f"{name:<14} {DATASET_SOURCES.describe(name)}")
+        print("\nsample photos: " + ", ".join(p[0] for p in SAMPLE_PHOTOS))
+    elif what == "methods":
+        from generator.methods.attribution import ATTRIBUTION_METHODS
+
+        print("attribution (outcome.methods):")
+        for name in ATTRIBUTION_METHODS:
+            print(f"  {name:<24} {ATTRIBUTION_METHODS.describe(name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelcard", description="Explain image classifiers and publish a "
+                                     "static model-card site.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn, text in (("build", cmd_build, "run then render (default report without a config)"),
+                           ("run", cmd_run, "compute artifacts only (needs torch; GPU when available)"),
+                           ("render", cmd_render, "artifacts -> site (no torch)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("config", nargs="?", help="YAML config (default: the embedded default report)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        if name == "render":
+            p.add_argument("--no-build", action="store_true", help="write the pages but do not run mkdocs")
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("serve", help="mkdocs serve of the built site")
+    p.add_argument("config", nargs="?")
+    p.add_argument("--address", default="127.0.0.1:8000")
+    p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("list", help="list registered names")
+    p.add_argument("what", choices=["models", "datasets", "methods"])
+    p.set_defaults(fn=cmd_list)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from generator.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except ConfigError as exc:
+        print(f"config error:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished artifacts are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI shows one clear line, -v shows the trace
+        if args.verbose:
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Reading image files of any common mode into uint8 arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class ImageReadError(ValueError):
+    """A file that is not a readable image; the message names the file."""
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Scale an integer or float array into uint8 ``H x W x C`` (C = 1 or 3)."""
+    arr = np.asarray(pixels)
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16 or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255):
+        out = (arr.astype(np.float64) / 65535.0 * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        scale = 255.0 if arr.max(initial=0) <= 1.0 else 1.0
+        out = (arr * scale + 0.5).clip(0, 255).astype(np.uint8)
+    else:
+        out = arr.clip(0, 255).astype(np.uint8)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    if out.ndim != 3 or out.shape[2] not in (1, 3, 4):
+        raise ImageReadError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {arr.shape}")
+    if out.shape[2] == 4:
+        # Composite onto white: transparent regions of product photos and icons are background.
+        rgb = out[:, :, :3].astype(np.float32)
+        alpha = out[:, :, 3:4].astype(np.float32) / 255.0
+        out = (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(out)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read ``path`` as uint8 ``H x W x C``; grayscale, alpha, palette and 16-bit files work."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.uint32 if img.mode == "I" else np.uint16)
+                if arr.dtype == np.uint32:
+                    arr = (arr.astype(np.float64) / max(float(arr.max()), 1.0) * 255).astype(np.uint8)
+                return to_uint8(arr)
+            if img.mode == "F":
+                arr = np.asarray(img, dtype=np.float32)
+                lo, hi = float(arr.min()), float(arr.max())
+                return to_uint8((arr - lo) / (hi - lo if hi > lo else 1.0))
+            if img.mode in ("L", "1"):
+                return to_uint8(np.asarray(img.convert("L")))
+            if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
+                return to_uint8(np.asarray(img.convert("RGBA")))
+            return to_uint8(np.asarray(img.convert("RGB")))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None

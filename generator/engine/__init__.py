@@ -1,0 +1,1 @@
+"""Model-side machinery shared by every method: layer lookup, hooks, batching, devices."""

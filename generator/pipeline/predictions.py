@@ -1,0 +1,74 @@
+"""Stage: top-k predictions of every model on every image of its datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
+from generator.config import ModelConfig
+from generator.engine.preprocess import batches
+from generator.pipeline.context import RunContext
+from generator.pipeline.inputs import displayed, model_input
+
+KIND = "predictions"
+VERSION = "1"
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, spec, display: np.ndarray, device: torch.device, batch_size: int = 256
+            ) -> np.ndarray:
+    """Softmax probabilities (N x classes, float32) in large batches."""
+    out = []
+    for sl in batches(len(display), batch_size):
+        logits = model(model_input(spec, display[sl], device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, spec.num_classes), np.float32)
+
+
+def run_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
+    loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
+    spec = loaded.spec
+    top_k = min(ctx.config.predictions.top_k, spec.num_classes)
+    shown = min(ctx.config.outcome.images, len(dataset))
+    key = artifact_key(KIND, VERSION, weights=spec.weights_digest, data=dataset.digest(), top_k=top_k, shown=shown,
+                       preprocessing=[spec.input_size, spec.resize, spec.interpolation, spec.mean, spec.std],
+                       device=ctx.device.type)
+
+    def compute():
+        display = displayed(spec, dataset, len(dataset))
+        probs = predict(loaded.module, spec, display, ctx.device)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        top_p = np.take_along_axis(probs, order, axis=1)
+        labels = dataset.labels()
+        has_labels = dataset.has_labels and len(dataset.class_names) == spec.num_classes
+        summary = {"model": mc.id, "dataset": dataset_id, "count": int(len(dataset)), "top_k": top_k,
+                   "has_labels": bool(has_labels)}
+        if has_labels:
+            pred = order[:, 0]
+            summary["accuracy"] = float((pred == labels).mean())
+            summary["top_k_accuracy"] = float((order == labels[:, None]).any(axis=1).mean())
+            confusion = np.zeros((spec.num_classes, spec.num_classes), dtype=np.int64)
+            np.add.at(confusion, (labels, pred), 1)
+            summary["confusion"] = confusion.tolist()
+            summary["per_class_accuracy"] = (np.diag(confusion) / np.maximum(confusion.sum(1), 1)).round(4).tolist()
+        rows = []
+        for i, item in enumerate(dataset.items[:shown]):
+            rows.append({
+                "id": item.id, "title": item.title, "licence": item.licence, "source": item.source,
+                "label": None if item.label is None else int(item.label),
+                "label_name": (dataset.class_names[item.label] if item.label is not None and dataset.class_names
+                               else None),
+                "top": [{"index": int(c), "name": spec.class_names[c], "probability": round(float(p), 5)}
+                        for c, p in zip(order[i], top_p[i])],
+            })
+        summary["shown"] = rows
+        return summary, {
+            "summary": ("summary.json", json_bytes(summary)),
+            "topk": ("topk.npz", npz_bytes(index=order.astype(np.int32), probability=top_p.astype(np.float32),
+                                            label=labels)),
+            "inputs": ("inputs.npz", npz_bytes(pixels=display[:shown], ids=np.array([it.id for it in dataset.items[:shown]]))),
+        }
+
+    artifact, _ = ctx.store.get_or_compute(KIND, key, compute)
+    ctx.record(artifact, model=mc.id, dataset=dataset_id)

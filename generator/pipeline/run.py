@@ -1,0 +1,156 @@
+"""Run every configured stage and write the manifest the renderer reads."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+from generator.artifacts.store import ArtifactStore, artifact_key, json_bytes, write_json_atomic
+from generator.config import ModelConfig, ReportConfig
+from generator.data.sources import load_dataset
+from generator.models.sources import LoadContext, ModelRequest, load_model
+from generator.pipeline.context import RunContext, select_device
+from generator.pipeline.outcome import run_outcome
+from generator.pipeline.predictions import run_predictions
+from generator.pipeline.progress import Progress, RunSummary
+from generator.pipeline.validate import validate_names
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+StageFn = Callable[[RunContext, ModelConfig, str], None]
+
+
+def model_request(config: ReportConfig, mc: ModelConfig) -> ModelRequest:
+    overrides = {}
+    for name in ("layers", "cam_layer", "embedding_layer", "input_size", "mean", "std", "resize", "interpolation",
+                 "num_classes", "training"):
+        value = getattr(mc, name)
+        if value is not None:
+            overrides[name] = value
+    if mc.class_names is not None:
+        if isinstance(mc.class_names, str):
+            path = config.resolve(mc.class_names)
+            if not path.exists():
+                raise config.error(("models", config.models.index(mc), "class_names"), f"file {path} does not exist")
+            overrides["class_names"] = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        else:
+            overrides["class_names"] = list(mc.class_names)
+    return ModelRequest(id=mc.id, source=mc.source, weights=mc.weights, overrides=overrides, base_dir=config.base_dir)
+
+
+def _load_everything(ctx: RunContext) -> None:
+    config = ctx.config
+    bar = ctx.progress.stage("load datasets", len(config.datasets))
+    for dc in config.datasets:
+        ds = ctx.guarded(f"dataset {dc.id}", lambda: load_dataset(dc.id, dc.source, dc.options))
+        if ds is not None:
+            ctx.datasets[dc.id] = ds
+            for file, reason in ds.skipped:
+                ctx.failures.append((f"dataset {dc.id}: skipped {file}", reason))
+            write = lambda ds=ds: _dataset_artifact(ctx, ds)  # noqa: E731
+            ctx.guarded(f"dataset {dc.id} summary", write)
+        bar.update(1)
+    bar.close()
+    bar = ctx.progress.stage("load models", len(config.models))
+    load_ctx = LoadContext(store=ctx.store, device=ctx.device, progress=ctx.progress.step)
+    for mc in config.models:
+        loaded = ctx.guarded(f"model {mc.id}", lambda: load_model(model_request(config, mc), load_ctx))
+        if loaded is not None:
+            loaded.module.to(ctx.device)
+            ctx.models[mc.id] = loaded
+            ctx.guarded(f"model {mc.id} card", lambda: _model_artifact(ctx, mc))
+        bar.update(1)
+    bar.close()
+
+
+def _dataset_artifact(ctx: RunContext, ds) -> None:
+    import numpy as np
+
+    from generator.artifacts.store import npz_bytes
+
+    thumbs = min(len(ds), 32)
+    key = artifact_key("dataset", "1", data=ds.digest(), thumbs=thumbs, skipped=ds.skipped)
+
+    def compute():
+        from generator.data.imageio import to_uint8  # noqa: F401  (pixels are already uint8)
+
+        pixels = {f"img_{i}": ds.items[i].pixels for i in range(thumbs)}
+        return ds.summary(), {"summary": ("summary.json", json_bytes(ds.summary())),
+                              "thumbs": ("thumbs.npz", npz_bytes(**pixels, ids=np.array([it.id for it in ds.items[:thumbs]])))}
+
+    artifact, _ = ctx.store.get_or_compute("dataset", key, compute)
+    ctx.record(artifact, dataset=ds.id)
+
+
+def _model_artifact(ctx: RunContext, mc: ModelConfig) -> None:
+    loaded = ctx.models[mc.id]
+    spec = loaded.spec
+    module = loaded.module
+    key = artifact_key("model", "1", spec=spec.to_json(), card=mc.card.model_dump(), title=mc.title)
+
+    def compute():
+        params = sum(p.numel() for p in module.parameters())
+        info = {"model": mc.id, "title": mc.title or mc.id, "spec": spec.to_json(), "parameters": int(params),
+                "card": mc.card.model_dump(), "class_names": spec.class_names,
+                "modules": len(list(module.modules())), "training": loaded.artifacts.get("training"),
+                "extra": {k: v for k, v in spec.extra.items() if isinstance(v, (int, float, str))}}
+        return info, {"info": ("info.json", json_bytes(info))}
+
+    artifact, _ = ctx.store.get_or_compute("model", key, compute)
+    ctx.record(artifact, model=mc.id)
+    if "training" in loaded.artifacts:
+        training = ctx.store.get("training", loaded.artifacts["training"])
+        if training is not None:
+            ctx.record(training, model=mc.id)
+
+
+def stages(config: ReportConfig) -> List[Tuple[str, StageFn, int]]:
+    """(name, function, units per pair) of the enabled stages, in order."""
+    out: List[Tuple[str, StageFn, int]] = [("predictions", run_predictions, 1)]
+    if config.outcome.enabled and config.outcome.methods:
+        out.append(("outcome (attribution)", run_outcome, len(config.outcome.methods)))
+    return out
+
+
+def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummary:
+    """Compute every artifact the config asks for (reusing stored ones) and write the manifest."""
+    started = time.perf_counter()
+    validate_names(config)
+    torch.manual_seed(config.seed)
+    work = config.work_dir
+    store = ArtifactStore(work / "artifacts")
+    ctx = RunContext(config=config, store=store, device=select_device(config.device), progress=Progress(show_progress))
+    log.info("device: %s", ctx.device)
+    _load_everything(ctx)
+    pairs = ctx.pairs()
+    for name, fn, units in stages(config):
+        bar = ctx.progress.stage(name, len(pairs) * units)
+        for mc, ds_id in pairs:
+            if units == 1:
+                ctx.guarded(f"{name} of {mc.id} on {ds_id}", lambda: fn(ctx, mc, ds_id))
+                bar.update(1)
+            else:
+                before = bar.n
+                ctx.guarded(f"{name} of {mc.id} on {ds_id}", lambda: fn(ctx, mc, ds_id, bar))
+                bar.update(before + units - bar.n)  # keep counts right when a pair failed early
+        bar.close()
+    ctx.progress.close()
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "title": config.title,
+        "device": ctx.device.type,
+        "models": [mc.id for mc in config.models if mc.id in ctx.models],
+        "datasets": [dc.id for dc in config.datasets if dc.id in ctx.datasets],
+        "pairs": [[mc.id, ds] for mc, ds in pairs],
+        "artifacts": ctx.entries,
+        "failures": [{"what": w, "why": y} for w, y in ctx.failures],
+    }
+    manifest_path = work / "manifest.json"
+    write_json_atomic(manifest_path, manifest)
+    return RunSummary(computed=list(store.stats.computed), reused=list(store.stats.reused),
+                      failed=list(ctx.failures), seconds=time.perf_counter() - started, manifest=str(manifest_path))

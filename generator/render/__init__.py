@@ -1,0 +1,1 @@
+"""The render stage: artifacts -> Markdown pages -> mkdocs site. Never imports torch."""

@@ -1,0 +1,157 @@
+"""Images for the site, in vectorised numpy: heat-map overlays, colour bars, thumbnails, plots.
+
+Heat-map conventions, the same on every page: unsigned maps (CAMs, gradient magnitudes) use
+the sequential ``inferno`` scale from 0 to the 99.5th percentile of the map; signed maps use
+the diverging ``RdBu_r`` scale, symmetric around 0 (red: evidence for the target class, blue:
+evidence against), from minus to plus the 99.5th percentile of the absolute values.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+UNSIGNED_CMAP = "inferno"
+SIGNED_CMAP = "RdBu_r"
+PERCENTILE = 99.5
+
+
+def _lut(name: str) -> np.ndarray:
+    """A 256 x 3 uint8 colour table of a matplotlib colour map."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name]
+    return (cmap(np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
+
+
+def scale_map(attribution: np.ndarray, signed: bool) -> np.ndarray:
+    """Map values to [0, 1]: 0..p99.5 for unsigned maps, -p..+p -> 0..1 (0 at 0.5) for signed ones."""
+    a = np.nan_to_num(attribution.astype(np.float32))
+    if signed:
+        hi = float(np.percentile(np.abs(a), PERCENTILE)) or float(np.abs(a).max()) or 1.0
+        return np.clip(0.5 + 0.5 * a / hi, 0, 1)
+    a = np.abs(a) if a.min() < 0 else a
+    hi = float(np.percentile(a, PERCENTILE)) or float(a.max()) or 1.0
+    return np.clip(a / hi, 0, 1)
+
+
+def colourise(attribution: np.ndarray, signed: bool) -> np.ndarray:
+    """``H x W`` map -> ``H x W x 3`` uint8 in the page's colour convention."""
+    lut = _lut(SIGNED_CMAP if signed else UNSIGNED_CMAP)
+    return lut[(scale_map(attribution, signed) * 255).astype(np.uint8)]
+
+
+def resize_map(attribution: np.ndarray, height: int, width: int) -> np.ndarray:
+    if attribution.shape == (height, width):
+        return attribution
+    img = Image.fromarray(attribution.astype(np.float32), mode="F")
+    return np.asarray(img.resize((width, height), Image.BILINEAR))
+
+
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def overlay(pixels: np.ndarray, attribution: np.ndarray, signed: bool, alpha: float = 0.6) -> np.ndarray:
+    """The heat map over a desaturated copy of the image; strong attribution is more opaque."""
+    rgb = as_rgb(pixels).astype(np.float32)
+    h, w = rgb.shape[:2]
+    amap = resize_map(attribution, h, w)
+    colours = colourise(amap, signed).astype(np.float32)
+    gray = rgb.mean(axis=2, keepdims=True) * 0.8 + 25
+    strength = np.abs(scale_map(amap, signed) - (0.5 if signed else 0.0)) * (2.0 if signed else 1.0)
+    a = alpha * (0.35 + 0.65 * strength[:, :, None])
+    return (gray * (1 - a) + colours * a).clip(0, 255).astype(np.uint8)
+
+
+def upscale(pixels: np.ndarray, min_side: int = 112) -> np.ndarray:
+    """Small images (28 x 28) enlarged with nearest neighbours, so pixels stay visible."""
+    h, w = pixels.shape[:2]
+    factor = int(np.ceil(min_side / min(h, w)))
+    if factor <= 1:
+        return pixels
+    return np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    arr = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def save_png(path: Path, pixels: np.ndarray) -> None:
+    """Write a PNG unless an identical file is there (keeps mtimes stable between renders)."""
+    data = png_bytes(pixels)
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def colour_bar(signed: bool, width: int = 320, height: int = 14) -> np.ndarray:
+    ramp = np.linspace(0, 1, width)[None, :].repeat(height, 0)
+    lut = _lut(SIGNED_CMAP if signed else UNSIGNED_CMAP)
+    return lut[(ramp * 255).astype(np.uint8)]
+
+
+def save_figure(path: Path, fig) -> None:
+    """Save a matplotlib figure as PNG without metadata that changes between runs."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    data = buf.getvalue()
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def line_plot(path: Path, xs: Sequence[float], series: dict, xlabel: str, ylabel: str, title: str = "",
+              ylim: Optional[tuple] = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for label, ys in series.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(path, fig)
+
+
+def confusion_plot(path: Path, confusion: np.ndarray, class_names: Sequence[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(0.55 * n + 2, 0.5 * n + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true label")
+    for i in range(n):
+        for j in range(n):
+            if cm[i, j]:
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    save_figure(path, fig)
