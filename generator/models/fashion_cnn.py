@@ -43,6 +43,7 @@ class TrainingSettings:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    train_subset: int = 0  # > 0: train on the first N images only (quick checks, tests)
 
 
 def _to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -69,6 +70,8 @@ def train_fashion_cnn(train_images: np.ndarray, train_labels: np.ndarray, test_i
     Deterministic for a seed on one device: the shuffling uses its own generator and the
     initialisation is seeded.
     """
+    if settings.train_subset > 0:
+        train_images, train_labels = train_images[: settings.train_subset], train_labels[: settings.train_subset]
     torch.manual_seed(settings.seed)
     model = build_fashion_cnn().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -95,7 +98,7 @@ def train_fashion_cnn(train_images: np.ndarray, train_labels: np.ndarray, test_i
             lrs.append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-            running += float(loss) * len(idx)
+            running += float(loss.detach()) * len(idx)
             seen += len(idx)
             step += 1
             if progress is not None:

@@ -107,7 +107,11 @@ def load_checkpoint(path: Path, what: str) -> Dict[str, torch.Tensor]:
 
 
 def load_into(module: nn.Module, state: Dict[str, torch.Tensor], what: str, path: Path) -> None:
-    result = module.load_state_dict(state, strict=False)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"{what}: {path} does not fit the architecture: {detail}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
             f"{what}: {path} does not fit the architecture: missing keys {result.missing_keys[:5]}"
@@ -164,13 +168,10 @@ def _lite_spec(model_id: str, variant: str, module: nn.Module) -> ModelSpec:
 
 
 def _load_embedded(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
-    if argument.startswith("efficientnet_lite"):
-        from generator.models.efficientnet_lite import VARIANTS, build_efficientnet_lite
+    if argument.startswith("efficientnet_lite") and argument in EMBEDDED_MODELS:
+        from generator.models.efficientnet_lite import build_efficientnet_lite
 
         variant = argument[len("efficientnet_"):]
-        if variant not in VARIANTS:
-            raise ValueError(f"model {request.id!r}: unknown embedded model {argument!r}; "
-                             f"known: {EMBEDDED_MODELS}")
         module = build_efficientnet_lite(variant)
         return finish(module, _lite_spec(request.id, variant, module), request)
     if argument == "fashion_mnist_cnn":

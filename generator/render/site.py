@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import subprocess
@@ -287,12 +288,22 @@ def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter) -> Lis
     return nav
 
 
+def _escape_nav(nav: Any) -> Any:
+    """mkdocs themes print nav titles and the site name as raw HTML: escape user strings there."""
+    if isinstance(nav, list):
+        return [_escape_nav(item) for item in nav]
+    if isinstance(nav, dict):
+        return {html.escape(str(k), quote=False): _escape_nav(v) for k, v in nav.items()}
+    return nav
+
+
 def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any]) -> Path:
     base = yaml.safe_load(BASE_MKDOCS.read_text()) if BASE_MKDOCS.exists() else {}
-    base.update({"site_name": config.title, "docs_dir": str(docs.resolve()), "nav": nav,
+    base.update({"site_name": html.escape(config.title, quote=False), "docs_dir": str(docs.resolve()),
+                 "nav": _escape_nav(nav),
                  "site_dir": str(config.site_dir.resolve())})
     if config.description:
-        base["site_description"] = config.description
+        base["site_description"] = html.escape(config.description)
     path = config.work_dir / "mkdocs.yml"
     path.write_text(yaml.safe_dump(base, sort_keys=False, allow_unicode=True))
     return path

@@ -1,0 +1,98 @@
+"""The render stage: no torch, escaped user strings, a strict mkdocs build with images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generator.config import load_config
+from generator.pipeline.run import run_report
+from generator.render.images import colourise, overlay, scale_map
+from generator.render.text import md_escape
+
+
+@pytest.fixture()
+def built(tiny_report: Path) -> Path:
+    config = load_config(tiny_report)
+    run_report(config, show_progress=False)
+    return tiny_report
+
+
+def test_render_imports_no_torch(built: Path):
+    code = (
+        "import sys\n"
+        "from generator.config import load_config\n"
+        "from generator.render.site import render_site\n"
+        f"site = render_site(load_config({str(built)!r}))\n"
+        "assert 'torch' not in sys.modules, 'the renderer imported torch'\n"
+        "print(site)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr
+    site = Path(proc.stdout.strip())
+    assert (site / "index.html").exists()
+
+
+def test_site_pages_images_and_escaping(built: Path):
+    from generator.render.site import render_site
+
+    config = load_config(built)
+    site = render_site(config)
+    index = (site / "index.html").read_text()
+    # User strings are shown, never interpreted.
+    assert "<script>alert(1)</script>" not in index
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index
+    assert "<b>bold</b>" not in index and "&lt;b&gt;bold&lt;/b&gt;" in index
+    assert "Testing | escaping" in index or "Testing \\| escaping" not in index
+    # Missing card fields are shown as missing.
+    assert "Not provided." in index
+    pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html"))
+    for expected in ["index.html", "run.html", "data/index.html", "models/tiny.html",
+                     "outcome/tiny/pics/index.html", "outcome/tiny/pics/predictions.html",
+                     "outcome/tiny/pics/method-saliency.html", "outcome/tiny/pics/method-gradcam.html"]:
+        assert expected in pages
+    image_pages = [p for p in pages if p.startswith("outcome/tiny/pics/image-")]
+    assert len(image_pages) == 4
+    # Every image a page refers to exists.
+    import re
+
+    for page in site.rglob("*.html"):
+        for src in re.findall(r'<img[^>]+src="([^"]+)"', page.read_text()):
+            if src.startswith(("http", "data:")):
+                continue
+            assert (page.parent / src).resolve().exists(), f"{page}: missing image {src}"
+    run_page = (site / "run.html").read_text()
+    assert "broken.jpg" in run_page  # the skipped file is reported
+
+
+def test_md_escape_neutralises_markup():
+    assert str(md_escape("<img src=x onerror=alert(1)>")) == "&lt;img src=x onerror=alert\\(1\\)&gt;"
+    assert str(md_escape("a|b*c_d[e]")) == "a\\|b\\*c\\_d\\[e\\]"
+    assert str(md_escape(None)) == ""
+
+
+def test_heatmap_scaling_conventions():
+    signed = np.array([[-2.0, 0.0], [1.0, 2.0]])
+    s = scale_map(signed, signed=True)
+    assert s[0, 1] == pytest.approx(0.5) and s[1, 1] > 0.99 and s[0, 0] < 0.01
+    unsigned = np.array([[0.0, 1.0], [2.0, 4.0]])
+    u = scale_map(unsigned, signed=False)
+    assert u[0, 0] == 0 and u[1, 1] == pytest.approx(1.0)
+    rgb = colourise(unsigned, signed=False)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    pixels = np.full((4, 4, 1), 100, np.uint8)
+    out = overlay(pixels, unsigned, signed=False)
+    assert out.shape == (4, 4, 3)  # grayscale input, resized map
+
+
+def test_render_without_run_says_what_to_do(tmp_path: Path, tiny_report: Path):
+    from generator.render.manifest import ManifestMissing
+    from generator.render.site import render_site
+
+    with pytest.raises(ManifestMissing, match="modelcard run"):
+        render_site(load_config(tiny_report))
