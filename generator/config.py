@@ -16,6 +16,11 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from generator.settings.blocks import BlocksSettings
+from generator.settings.data import DataSettings
+from generator.settings.evaluation import EvaluationSettings
+from generator.settings.features import FeaturesSettings
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "default.yaml"
 
@@ -114,13 +119,6 @@ class OutcomeConfig(_Strict):
         return self
 
 
-class SectionConfig(_Strict):
-    """A dimension that the report can switch on; its settings are free-form until it lands."""
-
-    model_config = ConfigDict(extra="allow")
-    enabled: bool = False
-
-
 class ReportConfig(_Strict):
     title: str = "Model card"
     description: Optional[str] = None
@@ -133,10 +131,11 @@ class ReportConfig(_Strict):
     datasets: List[DatasetConfig] = Field(min_length=1)
     predictions: PredictionsConfig = Field(default_factory=PredictionsConfig)
     outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
-    features: SectionConfig = Field(default_factory=SectionConfig)
-    data: SectionConfig = Field(default_factory=SectionConfig)
-    evaluation: SectionConfig = Field(default_factory=SectionConfig)
-    blocks: SectionConfig = Field(default_factory=SectionConfig)
+    features: FeaturesSettings = Field(default_factory=FeaturesSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    blocks: BlocksSettings = Field(default_factory=BlocksSettings)
+    site_src: Optional[str] = None  # hand-written pages merged into the site (default: the project's)
 
     _path: Path = PrivateAttr(default=Path("<default>"))
     _lines: Dict[Tuple[Any, ...], int] = PrivateAttr(default_factory=dict)

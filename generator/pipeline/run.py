@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import List
 
 import torch
 
@@ -14,15 +14,13 @@ from generator.config import ModelConfig, ReportConfig
 from generator.data.sources import load_dataset
 from generator.models.sources import LoadContext, ModelRequest, load_model
 from generator.pipeline.context import RunContext, select_device
-from generator.pipeline.outcome import run_outcome
-from generator.pipeline.predictions import run_predictions
 from generator.pipeline.progress import Progress, RunSummary
+from generator.pipeline.stages import Stage, discover
 from generator.pipeline.validate import validate_names
 
 log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
-StageFn = Callable[[RunContext, ModelConfig, str], None]
 
 
 def model_request(config: ReportConfig, mc: ModelConfig) -> ModelRequest:
@@ -109,12 +107,8 @@ def _model_artifact(ctx: RunContext, mc: ModelConfig) -> None:
             ctx.record(training, model=mc.id)
 
 
-def stages(config: ReportConfig) -> List[Tuple[str, StageFn, int]]:
-    """(name, function, units per pair) of the enabled stages, in order."""
-    out: List[Tuple[str, StageFn, int]] = [("predictions", run_predictions, 1)]
-    if config.outcome.enabled and config.outcome.methods:
-        out.append(("outcome (attribution)", run_outcome, len(config.outcome.methods)))
-    return out
+def enabled_stages(config: ReportConfig) -> List[Stage]:
+    return [stage for stage in discover() if stage.enabled(config)]
 
 
 def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummary:
@@ -128,16 +122,14 @@ def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummar
     log.info("device: %s", ctx.device)
     _load_everything(ctx)
     pairs = ctx.pairs()
-    for name, fn, units in stages(config):
-        bar = ctx.progress.stage(name, len(pairs) * units)
-        for mc, ds_id in pairs:
-            if units == 1:
-                ctx.guarded(f"{name} of {mc.id} on {ds_id}", lambda: fn(ctx, mc, ds_id))
-                bar.update(1)
-            else:
-                before = bar.n
-                ctx.guarded(f"{name} of {mc.id} on {ds_id}", lambda: fn(ctx, mc, ds_id, bar))
-                bar.update(before + units - bar.n)  # keep counts right when a pair failed early
+    for stage in enabled_stages(config):
+        todo = [(mc, ds_id) for mc, ds_id in pairs if stage.applies(ctx, mc, ds_id)]
+        units = stage.units(config)
+        bar = ctx.progress.stage(stage.name, len(todo) * units)
+        for mc, ds_id in todo:
+            before = bar.n
+            ctx.guarded(f"{stage.name} of {mc.id} on {ds_id}", lambda: stage.run(ctx, mc, ds_id, bar))
+            bar.update(max(0, before + units - bar.n))  # keep counts right when a pair failed early
         bar.close()
     ctx.progress.close()
     manifest = {

@@ -8,17 +8,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
-import numpy as np
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from generator.config import CardMetadata, ReportConfig
-from generator.render import images as img
 from generator.render.manifest import Manifest
-from generator.render.methods_info import info as method_info
-from generator.render.text import attr_escape, math, md_escape, slug
+from generator.render.pages import SiteContext
+from generator.render.pages import discover as discover_pages
+from generator.render.text import attr_escape, math, md_escape
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -35,6 +34,10 @@ CARD_SECTIONS = [
     ("Ethical considerations", ["ethical_considerations"]),
     ("Caveats and recommendations", ["limitations", "caveats_and_recommendations"]),
 ]
+
+
+# Top-level tabs, by dimension; sections not listed here follow in the order builders run.
+SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Building blocks", "Evaluation"]
 
 
 class RenderError(RuntimeError):
@@ -107,31 +110,37 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
             path.unlink()
     docs.mkdir(parents=True, exist_ok=True)
     writer = SiteWriter(docs, environment())
+    site = SiteContext(config=config, manifest=manifest, writer=writer)
+    sections: Dict[str, List[Any]] = {}
+    order: List[str] = []
+    for builder in discover_pages():
+        entries = builder.build(site)
+        if builder.section not in sections:
+            sections[builder.section] = []
+            order.append(builder.section)
+        sections[builder.section].extend(entries)
+    order.sort(key=lambda name: SECTION_ORDER.index(name) if name in SECTION_ORDER else len(SECTION_ORDER))
     nav: List[Any] = []
-
-    models = _model_pages(config, manifest, writer)
-    data_nav = _data_pages(config, manifest, writer)
-    outcome_nav = _outcome_pages(config, manifest, writer, models)
-    _front_page(config, manifest, writer, models)
-    _run_page(config, manifest, writer)
-
-    nav.append({"Model card": "index.md"})
-    nav.append({"Models": [{m["title"]: m["page"]} for m in models.values()]})
-    if data_nav:
-        nav.append({"Data": data_nav})
-    if outcome_nav:
-        nav.append({"Outcome": outcome_nav})
+    for section in order:
+        entries = sections[section]
+        if not entries:
+            continue
+        # A section with one page that is its own entry (e.g. the front page) is a plain link.
+        if len(entries) == 1 and isinstance(entries[0], str):
+            nav.append({section: entries[0]})
+        else:
+            nav.append({section: entries})
     site_src_nav = _merge_site_src(config, docs, writer)
-    if site_src_nav:
-        nav.extend(site_src_nav)
-    nav.append({"Run report": "run.md"})
+    nav.extend(site_src_nav)
+    run_index = next((i for i, e in enumerate(nav) if "Run report" in e), None)
+    if run_index is not None:  # the run report goes last, after the hand-written pages
+        nav.append(nav.pop(run_index))
     writer.flush()
     _prune(docs, writer)
     mkdocs_file = _write_mkdocs_config(config, docs, nav)
-    site = config.site_dir
     if build:
-        _mkdocs_build(mkdocs_file, site, strict)
-    return site
+        _mkdocs_build(mkdocs_file, config.site_dir, strict)
+    return config.site_dir
 
 
 def _prune(docs: Path, writer: SiteWriter) -> None:
@@ -144,130 +153,9 @@ def _prune(docs: Path, writer: SiteWriter) -> None:
             path.unlink()
 
 
-# ------------------------------------------------------------------------------------ pages
-
-def _model_pages(config: ReportConfig, manifest: Manifest, writer: SiteWriter) -> Dict[str, Dict[str, Any]]:
-    models: Dict[str, Dict[str, Any]] = {}
-    for model_id in manifest.models:
-        art = manifest.one("model", model=model_id)
-        if art is None:
-            continue
-        info = art.record
-        training = None
-        t_art = manifest.one("training", model=model_id)
-        if t_art is not None:
-            history = t_art.record["history"]
-            curve = writer.figure(f"assets/gen/{t_art.key}/curve.png", lambda p: img.line_plot(
-                p, [h["epoch"] for h in history],
-                {"train loss": [h["train_loss"] for h in history], "test accuracy": [h["test_accuracy"] for h in history]},
-                "epoch", "value", "Training curve"))
-            training = {"record": t_art.record, "curve": curve}
-        evaluations = []
-        for pred in manifest.find("predictions", model=model_id):
-            s = pred.load_json("summary")
-            entry = {"dataset": s["dataset"], "count": s["count"], "accuracy": s.get("accuracy"),
-                     "top_k_accuracy": s.get("top_k_accuracy"), "top_k": s["top_k"],
-                     "page": f"outcome/{slug(model_id)}/{slug(s['dataset'])}/predictions.md", "confusion": None}
-            if s.get("confusion"):
-                entry["confusion"] = writer.figure(
-                    f"assets/gen/{pred.key}/confusion.png",
-                    lambda p, s=s: img.confusion_plot(p, np.array(s["confusion"]), info["class_names"]))
-                entry["per_class"] = list(zip(info["class_names"], s["per_class_accuracy"]))
-            evaluations.append(entry)
-        mc = next((m for m in config.models if m.id == model_id), None)
-        card = merged_card(config, info.get("card", {}))
-        page = f"models/{slug(model_id)}.md"
-        models[model_id] = {"id": model_id, "title": info.get("title") or model_id, "page": page, "info": info,
-                            "card": card, "training": training, "evaluations": evaluations,
-                            "source": mc.source if mc else info["spec"]["source"]}
-        writer.page(page, "model.md.j2", model=models[model_id], sections=CARD_SECTIONS)
-    return models
-
-
-def _front_page(config: ReportConfig, manifest: Manifest, writer: SiteWriter, models: Dict[str, Dict]) -> None:
-    writer.page("index.md", "index.md.j2", config=config, models=list(models.values()), sections=CARD_SECTIONS,
-                failures=manifest.failures, device=manifest.data.get("device"),
-                datasets=[d for d in (manifest.one("dataset", dataset=i) for i in manifest.datasets) if d])
-
-
-def _data_pages(config: ReportConfig, manifest: Manifest, writer: SiteWriter) -> List[Any]:
-    entries = []
-    for ds_id in manifest.datasets:
-        art = manifest.one("dataset", dataset=ds_id)
-        if art is None:
-            continue
-        summary = art.load_json("summary")
-        thumbs = art.load_npz("thumbs")
-        shown = []
-        for i, item_id in enumerate(thumbs["ids"].tolist()):
-            rel = writer.image(f"assets/gen/{art.key}/{slug(item_id)}.png", img.upscale(thumbs[f"img_{i}"], 84))
-            meta = summary["items"][i] if i < len(summary["items"]) else {}
-            shown.append({"id": item_id, "image": rel, **meta})
-        dc = next((d for d in config.datasets if d.id == ds_id), None)
-        entries.append({"id": ds_id, "title": (dc.title if dc and dc.title else ds_id), "summary": summary,
-                        "thumbs": shown})
-    if not entries:
-        return []
-    writer.page("data/index.md", "data.md.j2", datasets=entries)
-    return [{"Datasets": "data/index.md"}]
-
-
-def _outcome_pages(config: ReportConfig, manifest: Manifest, writer: SiteWriter, models: Dict[str, Dict]
-                   ) -> List[Any]:
-    nav: List[Any] = []
-    for model_id, ds_id in manifest.pairs:
-        pred = manifest.one("predictions", model=model_id, dataset=ds_id)
-        if pred is None or model_id not in models:
-            continue
-        base = f"outcome/{slug(model_id)}/{slug(ds_id)}"
-        summary = pred.load_json("summary")
-        inputs = pred.load_npz("inputs")
-        pixels = inputs["pixels"]
-        rows = summary["shown"]
-        originals = [writer.image(f"assets/gen/{pred.key}/{slug(r['id'])}.png", img.upscale(pixels[i]))
-                     for i, r in enumerate(rows)]
-        methods = []
-        for art in manifest.find("attribution", model=model_id, dataset=ds_id):
-            rec = art.record
-            maps = art.load_npz("maps")["maps"]
-            overlays = []
-            for i, item_id in enumerate(rec["images"]):
-                big = img.upscale(pixels[i])
-                rel = writer.image(f"assets/gen/{art.key}/{slug(item_id)}.png",
-                                   img.overlay(big, maps[i], rec["signed"]))
-                overlays.append(rel)
-            info = method_info(rec["method"])
-            methods.append({"name": rec["method"], "title": info["title"], "formula": info["formula"],
-                            "read": info["read"], "doc": rec.get("doc", ""), "signed": rec["signed"],
-                            "params": rec["params"], "extras": rec.get("extras", {}), "overlays": overlays,
-                            "targets": rec["target_names"], "probabilities": rec["target_probabilities"],
-                            "page": f"{base}/method-{slug(rec['method'])}.md"})
-        bars = {s: writer.image(f"assets/gen/colourbar-{'signed' if s else 'unsigned'}.png", img.colour_bar(s))
-                for s in (False, True)}
-        images = [{"id": r["id"], "title": r["title"] or r["id"], "row": r, "original": originals[i],
-                   "page": f"{base}/image-{slug(r['id'])}.md"} for i, r in enumerate(rows)]
-        common = dict(model=models[model_id], dataset=ds_id, images=images, methods=methods, bars=bars,
-                      summary=summary)
-        writer.page(f"{base}/predictions.md", "predictions.md.j2", **common)
-        writer.page(f"{base}/index.md", "outcome_overview.md.j2", **common)
-        for i, image in enumerate(images):
-            writer.page(image["page"], "outcome_image.md.j2", image=image, index=i, **common)
-        for method in methods:
-            writer.page(method["page"], "outcome_method.md.j2", method=method, **common)
-        title = f"{models[model_id]['title']} on {ds_id}"
-        nav.append({title: [{"Overview": f"{base}/index.md"}, {"Predictions": f"{base}/predictions.md"},
-                            {"Methods": [{m["title"]: m["page"]} for m in methods]},
-                            {"Images": [{im["title"]: im["page"]} for im in images]}]})
-    return nav
-
-
-def _run_page(config: ReportConfig, manifest: Manifest, writer: SiteWriter) -> None:
-    writer.page("run.md", "run.md.j2", manifest=manifest.data, failures=manifest.failures)
-
-
 def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter) -> List[Any]:
     """Copy the hand-written pages into the site; their own ``nav.yml`` orders them."""
-    src = SITE_SRC
+    src = config.resolve(config.site_src) if config.site_src else SITE_SRC
     if not src.is_dir():
         return []
     nav: List[Any] = []

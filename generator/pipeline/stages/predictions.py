@@ -9,6 +9,7 @@ from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
 from generator.config import ModelConfig
 from generator.engine.preprocess import batches
 from generator.pipeline.context import RunContext
+from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.inputs import displayed, model_input
 
 KIND = "predictions"
@@ -26,7 +27,7 @@ def predict(model: torch.nn.Module, spec, display: np.ndarray, device: torch.dev
     return np.concatenate(out) if out else np.zeros((0, spec.num_classes), np.float32)
 
 
-def run_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
+def run_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     spec = loaded.spec
     top_k = min(ctx.config.predictions.top_k, spec.num_classes)
@@ -72,3 +73,8 @@ def run_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
 
     artifact, _ = ctx.store.get_or_compute(KIND, key, compute)
     ctx.record(artifact, model=mc.id, dataset=dataset_id)
+    if bar is not None:
+        bar.update(1)
+
+
+register_stage(Stage(name="predictions", order=10, run=run_predictions))

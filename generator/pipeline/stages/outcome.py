@@ -10,6 +10,7 @@ import torch
 from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
+from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.inputs import displayed, model_input
 
 KIND = "attribution"
@@ -96,3 +97,8 @@ def run_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> 
             ctx.record(artifact[0], model=mc.id, dataset=dataset_id, method=method)
         if bar is not None:
             bar.update(1)
+
+
+register_stage(Stage(name="outcome (attribution)", order=20, run=run_outcome,
+                     enabled=lambda config: config.outcome.enabled and bool(config.outcome.methods),
+                     units=lambda config: len(config.outcome.methods)))

@@ -1,0 +1,35 @@
+"""The data page: every dataset with its images, labels, sources and licences."""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from generator.render import images as img
+from generator.render.pages import PageBuilder, SiteContext, register_pages
+from generator.render.text import slug
+
+
+def data_pages(site: SiteContext) -> List[Any]:
+    config, manifest, writer = site.config, site.manifest, site.writer
+    entries = []
+    for ds_id in manifest.datasets:
+        art = manifest.one("dataset", dataset=ds_id)
+        if art is None:
+            continue
+        summary = art.load_json("summary")
+        thumbs = art.load_npz("thumbs")
+        shown = []
+        for i, item_id in enumerate(thumbs["ids"].tolist()):
+            rel = writer.image(f"assets/gen/{art.key}/{slug(item_id)}.png", img.upscale(thumbs[f"img_{i}"], 84))
+            meta = summary["items"][i] if i < len(summary["items"]) else {}
+            shown.append({"id": item_id, "image": rel, **meta})
+        dc = next((d for d in config.datasets if d.id == ds_id), None)
+        entries.append({"id": ds_id, "title": (dc.title if dc and dc.title else ds_id), "summary": summary,
+                        "thumbs": shown})
+    if not entries:
+        return []
+    writer.page("data/index.md", "data.md.j2", datasets=entries)
+    return [{"Datasets": "data/index.md"}]
+
+
+register_pages(PageBuilder(name="datasets", order=20, section="Data", build=data_pages))
