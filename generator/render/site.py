@@ -14,6 +14,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from generator.config import CardMetadata, ReportConfig
+from generator.render import images as img
 from generator.render.manifest import Manifest
 from generator.render.pages import SiteContext
 from generator.render.pages import discover as discover_pages
