@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -78,8 +79,19 @@ class StoreStats:
 
 
 def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """A compressed ``.npz`` whose bytes depend only on the arrays.
+
+    ``np.savez_compressed`` stamps every member with the current time, so two identical runs
+    would write different files; members here carry a fixed date instead.
+    """
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, value in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, member.getvalue())
     return buf.getvalue()
 
 
