@@ -17,6 +17,7 @@ from generator.config import CardMetadata, ReportConfig
 from generator.render import images as img
 from generator.render.manifest import Manifest
 from generator.render.pages import SiteContext
+from generator.render.references import ReferenceError_, known_references, resolve_references
 from generator.render.pages import discover as discover_pages
 from generator.render.text import attr_escape, math, md_escape
 
@@ -64,6 +65,11 @@ class SiteWriter:
         self.env = env
         self.pages: Dict[str, str] = {}
         self.assets: set = set()
+        self.refs: Dict[str, str] = {}
+
+    def ref(self, name: str, rel: str) -> None:
+        """Offer ``rel`` to hand-written pages as ``modelcard:<name>``."""
+        self.refs[name] = rel
 
     def page(self, rel: str, template: str, **context: Any) -> None:
         context.setdefault("root", os.path.relpath(".", os.path.dirname(rel) or "."))
@@ -131,7 +137,7 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
             nav.append({section: entries[0]})
         else:
             nav.append({section: entries})
-    site_src_nav = _merge_site_src(config, docs, writer)
+    site_src_nav = _merge_site_src(config, docs, writer, manifest)
     nav.extend(site_src_nav)
     run_index = next((i for i, e in enumerate(nav) if "Run report" in e), None)
     if run_index is not None:  # the run report goes last, after the hand-written pages
@@ -154,12 +160,15 @@ def _prune(docs: Path, writer: SiteWriter) -> None:
             path.unlink()
 
 
-def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter) -> List[Any]:
-    """Copy the hand-written pages into the site; their own ``nav.yml`` orders them."""
+def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter, manifest: Manifest) -> List[Any]:
+    """Copy the hand-written pages into the site, resolving their ``modelcard:`` references;
+    their own ``nav.yml`` orders them."""
     src = config.resolve(config.site_src) if config.site_src else SITE_SRC
     if not src.is_dir():
         return []
     nav: List[Any] = []
+    refs = known_references(manifest, writer)
+    problems = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
         if path.is_dir() or rel.name == "nav.yml":
@@ -167,10 +176,15 @@ def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter) -> Lis
         target = docs / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".md":
-            writer.pages[str(rel)] = path.read_text()
+            try:
+                writer.pages[rel.as_posix()] = resolve_references(path.read_text(), rel.as_posix(), path, refs)
+            except ReferenceError_ as exc:
+                problems.append(str(exc))
         else:
             shutil.copyfile(path, target)
             writer.assets.add(str(rel))
+    if problems:
+        raise RenderError("hand-written pages refer to figures or pages that do not exist:\n" + "\n".join(problems))
     nav_file = src / "nav.yml"
     if nav_file.exists():
         nav = yaml.safe_load(nav_file.read_text()) or []
