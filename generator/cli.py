@@ -1,4 +1,4 @@
-"""Command line: ``modelcard build | run | render | serve | list``."""
+"""Command line: ``modelcard build | run | render | serve | diff | list``."""
 
 from __future__ import annotations
 
@@ -60,6 +60,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "mkdocs", "serve", "-f", str(mkdocs_file), "-a", args.address])
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from generator.diff import diff_reports, summary_markdown, write_diff
+
+    diff = diff_reports(Path(args.base), Path(args.head))
+    md, js = write_diff(diff, Path(args.head), Path(args.output) if args.output else None)
+    print(summary_markdown(diff))
+    print(f"written: {md} and {js}; `modelcard render` of HEAD adds a Review page", file=sys.stderr)
+    return 1 if (args.exit_code and diff.changed) else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if what == "models":
@@ -101,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?")
     p.add_argument("--address", default="127.0.0.1:8000")
     p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("diff", help="compare two report outputs (folders with manifest.json, or configs)")
+    p.add_argument("base")
+    p.add_argument("head")
+    p.add_argument("-o", "--output", help="folder for summary.md and diff.json (default: HEAD's report folder/diff)")
+    p.add_argument("--exit-code", action="store_true", help="exit with 1 when something changed")
+    p.set_defaults(fn=cmd_diff)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["models", "datasets", "methods"])
     p.set_defaults(fn=cmd_list)

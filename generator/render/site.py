@@ -39,7 +39,7 @@ CARD_SECTIONS = [
 
 
 # Top-level tabs, by dimension; sections not listed here follow in the order builders run.
-SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Building blocks", "Evaluation"]
+SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Building blocks", "Evaluation", "Review"]
 
 
 class RenderError(RuntimeError):

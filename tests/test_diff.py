@@ -1,0 +1,72 @@
+"""``modelcard diff``: no change against itself; a changed model shows changed predictions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generator.cli import main
+from generator.config import load_config
+from generator.diff import diff_reports, map_similarity, summary_markdown
+from generator.pipeline.run import run_report
+
+
+def _copy_report(tiny_report: Path, folder: Path, weights: bool = False) -> Path:
+    folder.mkdir()
+    shutil.copy(tiny_report.parent / "tinymodel.py", folder / "tinymodel.py")
+    text = tiny_report.read_text()
+    if weights:
+        text = text.replace("source: python:tinymodel:build", "source: python:tinymodel:build\n    weights: changed.pt")
+    (folder / "report.yaml").write_text(text)
+    return folder / "report.yaml"
+
+
+def test_diff_against_itself_reports_no_change(tiny_report: Path, capsys):
+    run_report(load_config(tiny_report), show_progress=False)
+    diff = diff_reports(tiny_report, tiny_report)
+    assert not diff.changed
+    assert all(p["changed_count"] == 0 for p in diff.predictions)
+    assert all(a["mean_spearman"] == 1.0 for a in diff.attributions if a["compared"])
+    assert "No change" in summary_markdown(diff)
+    assert main(["diff", "--exit-code", str(tiny_report), str(tiny_report)]) == 0
+
+
+def test_diff_against_changed_model_reports_changed_predictions(tiny_report: Path, tmp_path: Path):
+    base = _copy_report(tiny_report, tmp_path / "base")
+    head = _copy_report(tiny_report, tmp_path / "head", weights=True)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tinymodel_for_test", tmp_path / "head" / "tinymodel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net, _ = module.build()
+    state = net.state_dict()
+    state["fc.bias"] = torch.tensor([5.0, -5.0, -5.0, -5.0])  # now (almost) always "ant"
+    torch.save(state, tmp_path / "head" / "changed.pt")
+    run_report(load_config(base), show_progress=False)
+    run_report(load_config(head), show_progress=False)
+    diff = diff_reports(base, head)
+    assert diff.changed
+    pred = diff.predictions[0]
+    base_top = [r["top"][0]["name"] for r in
+                __import__("json").loads(next((tmp_path / "base/.modelcard/artifacts/predictions").rglob("summary.json")).read_text())["shown"]]
+    expected_changes = sum(name != "ant" for name in base_top)
+    assert pred["changed_count"] >= expected_changes > 0
+    assert all(e["head"] == "ant" for e in pred["changed_images"])
+    assert main(["diff", "--exit-code", str(base), str(head)]) == 1
+    # The HEAD site gets a Review page.
+    assert main(["render", str(head)]) == 0
+    review = (tmp_path / "head" / "site" / "review.html").read_text()
+    assert "Review: what changed" in review and "ant" in review
+
+
+def test_map_similarity_reference_values():
+    a = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert map_similarity(a, a)["pearson"] == 1.0 and map_similarity(a, a)["spearman"] == 1.0
+    assert abs(map_similarity(a, -a)["pearson"] + 1.0) < 1e-12
+    b = np.array([[1.0, 20.0], [30.0, 400.0]])  # same order, different values
+    sim = map_similarity(a, b)
+    assert sim["spearman"] == 1.0 and sim["pearson"] < 0.99
