@@ -1,0 +1,104 @@
+"""Feature visualisation, Lucid-style, batched: what units of a network respond to.
+
+Public API (compute only; pages are built elsewhere):
+
+* parameterisations: :func:`make_param` (``fft`` | ``pixel`` | ``pyramid``), :class:`Normalizer`
+* transforms: :func:`standard_transforms`, ``pad``/``jitter``/``random_scale``/``random_rotate``
+* objectives: ``channel``, ``neuron``, ``direction``, ``layer`` (DeepDream), ``class_logit``,
+  ``diversity``, ``negative``, ``stack``; they compose with ``+ - *``
+* :func:`render` -> :class:`RenderResult`; :func:`evaluate`
+* site helpers: ``channel_gallery``, ``diversity_set``, ``negative_gallery``,
+  ``class_visualisations``, ``deepdream``, ``top_activating`` (dataset examples),
+  ``filter_grid``, ``default_layers``
+* profiles: ``quick`` (CPU) and ``full`` (GPU)
+"""
+
+from . import objectives
+from .helpers import (
+    DatasetExamples,
+    channel_gallery,
+    class_visualisations,
+    deepdream,
+    default_layers,
+    diversity_set,
+    filter_grid,
+    first_conv,
+    layer_channels,
+    negative_gallery,
+    spread_channels,
+    top_activating,
+)
+from .objectives import (
+    OUTPUT,
+    Objective,
+    channel,
+    class_logit,
+    direction,
+    diversity,
+    layer,
+    negative,
+    neuron,
+    stack,
+)
+from .param import FFTParam, ImageParam, Normalizer, PixelParam, PyramidParam, make_param
+from .profiles import PROFILES, Profile, get_profile
+from .render import RenderResult, evaluate, frozen_model, image_seeds, redirected_relu, render
+from .transforms import (
+    TransformSchedule,
+    apply_affine,
+    jitter,
+    pad,
+    random_rotate,
+    random_scale,
+    resolve_transforms,
+    standard_transforms,
+)
+
+__all__ = [
+    "DatasetExamples",
+    "FFTParam",
+    "ImageParam",
+    "Normalizer",
+    "OUTPUT",
+    "Objective",
+    "PROFILES",
+    "PixelParam",
+    "Profile",
+    "PyramidParam",
+    "RenderResult",
+    "TransformSchedule",
+    "apply_affine",
+    "channel",
+    "channel_gallery",
+    "class_logit",
+    "class_visualisations",
+    "deepdream",
+    "default_layers",
+    "direction",
+    "diversity",
+    "diversity_set",
+    "evaluate",
+    "filter_grid",
+    "first_conv",
+    "frozen_model",
+    "get_profile",
+    "image_seeds",
+    "jitter",
+    "layer",
+    "layer_channels",
+    "make_param",
+    "negative",
+    "negative_gallery",
+    "neuron",
+    "objectives",
+    "pad",
+    "random_rotate",
+    "random_scale",
+    "redirected_relu",
+    "render",
+    "resolve_transforms",
+    "spread_channels",
+    "stack",
+    "standard_transforms",
+    "top_activating",
+]
