@@ -50,3 +50,12 @@ def test_broken_reference_fails_with_file_and_line(tiny_report: Path):
     message = str(err.value)
     assert f"{src / 'lecture.md'}:4: unknown reference 'modelcard:outcome/tiny/pics/gradcm/bee-rgb0'" in message
     assert "close matches: outcome/tiny/pics/gradcam/bee-rgb0" in message
+
+
+def test_math_in_hand_written_pages_becomes_mathml_but_code_is_kept():
+    from generator.render.text import render_math_in_markdown
+
+    text = "Sum $a+b$ here, `$HOME` stays.\n\n$$x^2$$\n\n```\necho $A $B\n```\n"
+    out = render_math_in_markdown(text)
+    assert out.count("<math") == 2 and 'display="block"' in out and 'display="inline"' in out
+    assert "`$HOME`" in out and "echo $A $B" in out

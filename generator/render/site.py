@@ -19,7 +19,7 @@ from generator.render.manifest import Manifest
 from generator.render.pages import SiteContext
 from generator.render.references import ReferenceError_, known_references, resolve_references
 from generator.render.pages import discover as discover_pages
-from generator.render.text import attr_escape, math, md_escape
+from generator.render.text import attr_escape, math, md_escape, render_math_in_markdown
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -66,6 +66,18 @@ class SiteWriter:
         self.pages: Dict[str, str] = {}
         self.assets: set = set()
         self.refs: Dict[str, str] = {}
+        self.scripts: List[str] = []  # site-relative JavaScript files every page loads
+
+    def script(self, rel: str, source: Path) -> str:
+        """Ship a JavaScript file (copied from ``source``) and load it on every page."""
+        target = self.docs / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, target)
+        self.assets.add(rel)
+        if rel not in self.scripts:
+            self.scripts.append(rel)
+        return rel
 
     def ref(self, name: str, rel: str) -> None:
         """Offer ``rel`` to hand-written pages as ``modelcard:<name>``."""
@@ -144,7 +156,7 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
         nav.append(nav.pop(run_index))
     writer.flush()
     _prune(docs, writer)
-    mkdocs_file = _write_mkdocs_config(config, docs, nav)
+    mkdocs_file = _write_mkdocs_config(config, docs, nav, writer.scripts)
     if build:
         _mkdocs_build(mkdocs_file, config.site_dir, strict)
     return config.site_dir
@@ -177,7 +189,8 @@ def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter, manife
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".md":
             try:
-                writer.pages[rel.as_posix()] = resolve_references(path.read_text(), rel.as_posix(), path, refs)
+                text = resolve_references(path.read_text(), rel.as_posix(), path, refs)
+                writer.pages[rel.as_posix()] = render_math_in_markdown(text)
             except ReferenceError_ as exc:
                 problems.append(str(exc))
         else:
@@ -200,11 +213,16 @@ def _escape_nav(nav: Any) -> Any:
     return nav
 
 
-def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any]) -> Path:
+def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any], scripts: List[str]) -> Path:
     base = yaml.safe_load(BASE_MKDOCS.read_text()) if BASE_MKDOCS.exists() else {}
     base.update({"site_name": html.escape(config.title, quote=False), "docs_dir": str(docs.resolve()),
                  "nav": _escape_nav(nav),
                  "site_dir": str(config.site_dir.resolve())})
+    # Hand-written pages may include project files (--8<-- "examples/...") ; a missing one fails.
+    extensions = base.setdefault("markdown_extensions", [])
+    extensions.append({"pymdownx.snippets": {"base_path": [str(PROJECT_ROOT)], "check_paths": True}})
+    if scripts:
+        base["extra_javascript"] = list(base.get("extra_javascript", [])) + scripts
     if config.description:
         base["site_description"] = html.escape(config.description)
     path = config.work_dir / "mkdocs.yml"

@@ -39,3 +39,30 @@ def math(latex: str, display: bool = False) -> Markup:
 
 def slug(value: object) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(value)).strip("-").lower() or "x"
+
+
+_DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.S)
+_INLINE_MATH = re.compile(r"(?<![\\$\w])\$([^$\n`]+?)\$(?![\w$])")
+
+
+def render_math_in_markdown(text: str) -> str:
+    """``$$...$$`` (display) and ``$...$`` (inline) in hand-written Markdown become MathML.
+
+    Fenced code blocks and inline code are left alone, so shell snippets with ``$VAR`` survive.
+    """
+    out, in_fence = [], False
+    blocks = re.split(r"(^```.*?$)", text, flags=re.M)
+    for block in blocks:
+        if block.startswith("```"):
+            in_fence = not in_fence
+            out.append(block)
+            continue
+        if in_fence:
+            out.append(block)
+            continue
+        block = _DISPLAY_MATH.sub(lambda m: "\n" + str(math(m.group(1).strip(), display=True)) + "\n", block)
+        parts = re.split(r"(`[^`]*`)", block)
+        parts = [p if p.startswith("`") else _INLINE_MATH.sub(lambda m: str(math(m.group(1).strip())), p)
+                 for p in parts]
+        out.append("".join(parts))
+    return "".join(out)
