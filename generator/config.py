@@ -135,7 +135,9 @@ class ReportConfig(_Strict):
     data: DataSettings = Field(default_factory=DataSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     blocks: BlocksSettings = Field(default_factory=BlocksSettings)
-    site_src: Optional[str] = None  # hand-written pages merged into the site (default: the project's)
+    # Folders of hand-written pages merged into the site, in order; "builtin:<name>" is a folder
+    # of the project's site_src/ (common: about and publishing; course: the lecture).
+    site_src: List[str] = Field(default_factory=lambda: ["builtin:common"])
 
     _path: Path = PrivateAttr(default=Path("<default>"))
     _lines: Dict[Tuple[Any, ...], int] = PrivateAttr(default_factory=dict)

@@ -16,7 +16,7 @@ def _with_site_src(tiny_report: Path, pages: dict) -> Path:
     src.mkdir()
     for name, text in pages.items():
         (src / name).write_text(text)
-    tiny_report.write_text(tiny_report.read_text() + "site_src: course\n")
+    tiny_report.write_text(tiny_report.read_text() + "site_src: [course]\n")
     return src
 
 

@@ -63,8 +63,16 @@ def resolve_references(text: str, page: str, source: Path, refs: Dict[str, str])
             return match.group(0)
         return "(" + os.path.relpath(target, os.path.dirname(page) or ".") + ")"
 
-    lines = text.split("\n")
-    out = [REFERENCE.sub(lambda m, n=i + 1: replace(m, n), line) for i, line in enumerate(lines)]
+    out, in_fence = [], False
+    for i, line in enumerate(text.split("\n")):
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+        if in_fence or line.lstrip().startswith("```"):
+            out.append(line)  # examples in code blocks are shown, not resolved
+            continue
+        parts = re.split(r"(`[^`]*`)", line)
+        out.append("".join(p if p.startswith("`") else REFERENCE.sub(lambda m, n=i + 1: replace(m, n), p)
+                           for p in parts))
     if problems:
         raise ReferenceError_("\n".join(problems))
     return "\n".join(out)

@@ -172,35 +172,43 @@ def _prune(docs: Path, writer: SiteWriter) -> None:
             path.unlink()
 
 
+def site_src_folders(config: ReportConfig) -> List[Path]:
+    folders = []
+    for entry in config.site_src:
+        folder = SITE_SRC / entry[len("builtin:"):] if entry.startswith("builtin:") else config.resolve(entry)
+        if not folder.is_dir():
+            raise RenderError(f"{config.where('site_src')}: site_src folder {folder} does not exist")
+        folders.append(folder)
+    return folders
+
+
 def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter, manifest: Manifest) -> List[Any]:
-    """Copy the hand-written pages into the site, resolving their ``modelcard:`` references;
-    their own ``nav.yml`` orders them."""
-    src = config.resolve(config.site_src) if config.site_src else SITE_SRC
-    if not src.is_dir():
-        return []
+    """Copy the hand-written pages into the site, resolving their ``modelcard:`` references and
+    formulas; each folder's own ``nav.yml`` orders its pages."""
     nav: List[Any] = []
     refs = known_references(manifest, writer)
     problems = []
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        if path.is_dir() or rel.name == "nav.yml":
-            continue
-        target = docs / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".md":
-            try:
-                text = resolve_references(path.read_text(), rel.as_posix(), path, refs)
-                writer.pages[rel.as_posix()] = render_math_in_markdown(text)
-            except ReferenceError_ as exc:
-                problems.append(str(exc))
-        else:
-            shutil.copyfile(path, target)
-            writer.assets.add(str(rel))
+    for src in site_src_folders(config):
+        for path in sorted(src.rglob("*")):
+            rel = path.relative_to(src)
+            if path.is_dir() or rel.name == "nav.yml":
+                continue
+            if path.suffix == ".md":
+                try:
+                    text = resolve_references(path.read_text(), rel.as_posix(), path, refs)
+                    writer.pages[rel.as_posix()] = render_math_in_markdown(text)
+                except ReferenceError_ as exc:
+                    problems.append(str(exc))
+            else:
+                target = docs / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                writer.assets.add(rel.as_posix())
+        nav_file = src / "nav.yml"
+        if nav_file.exists():
+            nav.extend(yaml.safe_load(nav_file.read_text()) or [])
     if problems:
         raise RenderError("hand-written pages refer to figures or pages that do not exist:\n" + "\n".join(problems))
-    nav_file = src / "nav.yml"
-    if nav_file.exists():
-        nav = yaml.safe_load(nav_file.read_text()) or []
     return nav
 
 
