@@ -50,10 +50,14 @@ class RunSummary:
     seconds: float
     manifest: str
     site: Optional[str] = None
+    stage_seconds: Dict[str, float] = field(default_factory=dict)  # wall time of each stage (not in any record)
+    device: str = "cpu"
 
     def text(self) -> str:
         lines = [f"computed {len(self.computed)} artifact(s), reused {len(self.reused)} from cache, "
-                 f"{len(self.failed)} failure(s) in {self.seconds:.1f} s"]
+                 f"{len(self.failed)} failure(s) in {self.seconds:.1f} s on {self.device}"]
+        if self.stage_seconds:
+            lines.append("  time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items()))
         kinds: Dict[str, List[int]] = {}
         for label, bucket in (("computed", self.computed), ("reused", self.reused)):
             for entry in bucket:

@@ -120,17 +120,22 @@ def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummar
     store = ArtifactStore(work / "artifacts")
     ctx = RunContext(config=config, store=store, device=select_device(config.device), progress=Progress(show_progress))
     log.info("device: %s", ctx.device)
+    stage_seconds = {}
+    tick = time.perf_counter()
     _load_everything(ctx)
+    stage_seconds["load"] = time.perf_counter() - tick
     pairs = ctx.pairs()
     for stage in enabled_stages(config):
         todo = [(mc, ds_id) for mc, ds_id in pairs if stage.applies(ctx, mc, ds_id)]
         units = stage.units(config)
         bar = ctx.progress.stage(stage.name, len(todo) * units)
+        tick = time.perf_counter()
         for mc, ds_id in todo:
             before = bar.n
             ctx.guarded(f"{stage.name} of {mc.id} on {ds_id}", lambda: stage.run(ctx, mc, ds_id, bar))
             bar.update(max(0, before + units - bar.n))  # keep counts right when a pair failed early
         bar.close()
+        stage_seconds[stage.name] = time.perf_counter() - tick
     ctx.progress.close()
     manifest = {
         "version": MANIFEST_VERSION,
@@ -145,4 +150,5 @@ def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummar
     manifest_path = work / "manifest.json"
     write_json_atomic(manifest_path, manifest)
     return RunSummary(computed=list(store.stats.computed), reused=list(store.stats.reused),
-                      failed=list(ctx.failures), seconds=time.perf_counter() - started, manifest=str(manifest_path))
+                      failed=list(ctx.failures), seconds=time.perf_counter() - started, manifest=str(manifest_path),
+                      stage_seconds=stage_seconds, device=ctx.device.type)
