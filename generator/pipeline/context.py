@@ -63,8 +63,9 @@ class RunContext:
                 ds = self.datasets.get(ds_id)
                 if ds is None:
                     continue
-                if mc.datasets is None and ds.items and ds.items[0].pixels.shape[2] != spec.channels \
-                        and not _convertible(ds, spec.channels):
+                # Gray and RGB images convert into each other; other channel counts must match.
+                if mc.datasets is None and spec.channels not in (1, 3) and ds.items \
+                        and ds.items[0].pixels.shape[2] != spec.channels:
                     continue
                 out.append((mc, ds_id))
         return out
@@ -78,7 +79,3 @@ class RunContext:
             self.fail(what, exc)
             return None
 
-
-def _convertible(dataset: Dataset, channels: int) -> bool:
-    """Photos convert between gray and RGB; a model with another channel count needs matching data."""
-    return channels in (1, 3)
