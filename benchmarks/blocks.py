@@ -10,7 +10,11 @@ Model: timm tf_efficientnet_lite0, random weights (timing does not depend on the
 fp32 (no TF32), layer blocks.4 (112 x 14 x 14) with upper layer blocks.5 (192 x 7 x 7). Runs on the CPU
 and, when available, on CUDA; best of ``--repeats`` timed runs after one warm-up.
 
-    python benchmarks/blocks.py [--repeats 3] [--layer blocks.4] [--upper blocks.5] [--devices cpu,cuda]
+With ``--icons`` also the feature-visualisation icons the report's stage renders for that set
+(one per grid cell, one per group of both layers, one per channel the pages show), with the
+stage's device defaults (``generator.settings.blocks``: small and few steps on CPU), timed once.
+
+    python benchmarks/blocks.py [--repeats 3] [--layer blocks.4] [--upper blocks.5] [--devices cpu,cuda] [--icons]
 """
 
 from __future__ import annotations
@@ -85,12 +89,54 @@ def bench(device: str, layer: str, upper: str, repeats: int) -> dict:
     }
 
 
+def bench_icons(device: str, layer: str, upper: str) -> dict:
+    """Seconds to render the stage's icons for one image and layer (one timed run)."""
+    import timm
+
+    from generator.methods import featurevis as fv
+    from generator.pipeline.stages.blocks import direction_rows, render_icons, used_channels
+    from generator.settings.blocks import BlocksSettings
+
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval().to(device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    class Spec:  # what featurevis.render needs of a model spec
+        input_size, channels, mean, std = (3, 224, 224), 3, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+    x = torch.randn(3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
+    bb = building_blocks(model, x, layer, top_k=5, n_channels=6, n_groups=6, upper_layer=upper, seed=0)
+    icons = BlocksSettings().icons_for(device)
+    own, up = used_channels(summary_json(bb))
+    h, w = bb.grid.grid_shape
+    out = {"settings": icons, "grid_cells": h * w, "channels": len(own), "groups": bb.groups.k + bb.upper_groups.k}
+    sync(device)
+    t = time.perf_counter()
+    render_icons(model, Spec, fv.direction(layer, direction_rows(bb.grid.directions.reshape(h * w, -1))), icons,
+                 icons["grid_size"], 0, device)
+    sync(device)
+    out["grid_icons_seconds"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    objs = [fv.direction(layer, d) for d in direction_rows(bb.groups.unit_directions())]
+    objs += [fv.direction(upper, d) for d in direction_rows(bb.upper_groups.unit_directions())]
+    render_icons(model, Spec, fv.stack(objs), icons, icons["size"], 0, device)
+    sync(device)
+    out["group_icons_seconds"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    render_icons(model, Spec, fv.channel(layer, sorted(own)), icons, icons["size"], 0, device)
+    sync(device)
+    out["channel_icons_seconds"] = round(time.perf_counter() - t, 3)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--layer", default="blocks.4")
     p.add_argument("--upper", default="blocks.5")
     p.add_argument("--devices", default="cpu,cuda")
+    p.add_argument("--icons", action="store_true", help="also time the feature-visualisation icons")
     args = p.parse_args()
     results = []
     for device in args.devices.split(","):
@@ -98,6 +144,8 @@ def main() -> None:
             results.append({"device": "cuda", "skipped": "CUDA not available"})
             continue
         results.append(bench(device, args.layer, args.upper, args.repeats))
+        if args.icons:
+            results[-1]["icons"] = bench_icons(device, args.layer, args.upper)
     print(json.dumps({
         "benchmark": "building_blocks",
         "model": "tf_efficientnet_lite0 (random weights)",

@@ -1,0 +1,244 @@
+"""Building Blocks pages (Olah et al. 2018, "The Building Blocks of Interpretability", Distill).
+
+Per (model, dataset): an overview with the article's teaser (two competing classes) for every
+image, and per image three pages: semantic dictionary + activation grid, attribution (spatial,
+channel, layer-to-layer) and neuron groups with the group flow between consecutive layers.
+
+Interaction needs no server: ``templates/assets/blocks.js`` (plain JavaScript, copied to
+``docs/assets/blocks/blocks.js``) reads a JSON file written next to the pages and updates a
+legend when the reader hovers a grid cell, an upper-layer position or a group. The pages are
+complete without JavaScript (static legends for the strongest cell/group).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from generator.render.pages import PageBuilder, SiteContext, register_pages
+from generator.render.pages import blocks_views as bv
+from generator.render.text import slug
+
+JS_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "templates", "assets", "blocks.js")
+JS_TARGET = "assets/blocks/blocks.js"
+DISPLAY = 392  # px: the activation grid (fits next to a 250 px photo in the content column)
+
+
+def _classes(summary: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
+    return {c["index"]: c for c in summary["classes"]}
+
+
+def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str, Any]:
+    """Everything the templates and the JSON need for one (image, layer) artifact."""
+    w = site.writer
+    rec, summary, arr = art.record, art.load_json("summary"), art.load_npz("arrays")
+    key = art.key
+    gh, gw = summary["grid"]
+    pixels = bv.big(arr["pixels"], DISPLAY)
+    photo = w.image(f"assets/gen/{key}/photo.png", pixels)
+    grid_sprite = bv.sprite(w, f"assets/gen/{key}/grid.png", arr["grid_icons"], list(range(gh * gw)), cols=gw)
+    k = arr["group_icons"].shape[0]
+    group_sprite = bv.sprite(w, f"assets/gen/{key}/groups.png", arr["group_icons"], list(range(k)), cols=k)
+    upper_sprite = None
+    if "upper_group_icons" in arr:
+        ku = arr["upper_group_icons"].shape[0]
+        upper_sprite = bv.sprite(w, f"assets/gen/{key}/upper-groups.png", arr["upper_group_icons"], list(range(ku)), cols=ku)
+    names = _classes(summary)
+    class_maps = []
+    for i, sa in enumerate(summary["spatial_attribution"]):
+        c = names[sa["class"]]
+        class_maps.append({"name": c["name"], "prob": c["prob"], "total": sa["total"],
+                           "image": w.image(f"assets/gen/{key}/class-{i}.png", bv.map_overlay(pixels, arr["class_maps"][i], True))})
+    groups = []
+    for g in summary["groups"]:
+        gi = g["id"]
+        groups.append({**g, "colour": bv.GROUP_COLOURS[gi % len(bv.GROUP_COLOURS)],
+                       "image": w.image(f"assets/gen/{key}/group-{gi}.png", bv.map_overlay(pixels, arr["group_maps"][gi], False)),
+                       "class_names": [[names[c]["name"], v] for c, v in g["classes"]]})
+    group_map = w.image(f"assets/gen/{key}/groups-map.png", bv.group_overlay(pixels, arr["group_maps"]))
+    mag = arr["magnitude"]
+    strongest = int(np.argmax(mag))
+    rankings = []
+    for r in summary["channel_attribution"]:
+        c = names[r["class"]]
+        top = max([abs(v) for _, v in r["support"] + r["oppose"]] or [1.0])
+        rankings.append({"name": c["name"], "prob": c["prob"], "support": r["support"], "oppose": r["oppose"], "scale": top})
+    competing = None
+    if "competing" in summary:
+        cc = summary["competing"]
+        top = max([abs(v) for _, v in cc["for_a"] + cc["for_b"]] or [1.0])
+        competing = {"a": names[cc["a"]], "b": names[cc["b"]], "for_a": cc["for_a"],
+                     "for_b": [[ch, -v] for ch, v in cc["for_b"]], "scale": top}
+    l2l = None
+    if "layer_to_layer" in summary:
+        m = np.asarray(summary["layer_to_layer"]["maps"], np.float32)  # Q x (h*w)
+        uh, uw = summary["layer_to_layer"]["upper_grid"]
+        q = int(np.argmax(np.abs(m).sum(1)))
+        l2l = {"upper": rec["upper"], "upper_grid": [uh, uw], "strongest": q,
+               "total": w.image(f"assets/gen/{key}/l2l-total.png", bv.map_overlay(pixels, m.sum(0).reshape(gh, gw), True)),
+               "one": w.image(f"assets/gen/{key}/l2l-{q}.png", bv.map_overlay(pixels, m[q].reshape(gh, gw), True))}
+    return {"key": key, "layer": rec["layer"], "upper": rec.get("upper"), "grid": [gh, gw], "photo": photo,
+            "summary": summary, "grid_sprite": grid_sprite, "group_sprite": group_sprite, "upper_sprite": upper_sprite,
+            "icons": icons, "class_maps": class_maps, "groups": groups, "group_map": group_map,
+            "strongest": strongest, "cell": summary["cells"][strongest], "names": names, "rankings": rankings,
+            "competing": competing, "l2l": l2l, "magnitude": mag, "group_maps": arr["group_maps"],
+            "slug": slug(rec["layer"])}
+
+
+def _flow_view(lower: Dict[str, Any], upper: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The Sankey-like diagram: lower groups -> upper groups (-> top classes, when the upper
+    layer's own artifact has the same groups, so its group attribution applies)."""
+    f = lower["summary"].get("flow")
+    if f is None:
+        return None
+    names = lower["names"]
+    lo = [{"label": f"G{g['id']}", "id": f"0-{g['id']}", "icon": g["id"], "sprite": "lower", "colour": g["colour"]}
+          for g in lower["groups"]]
+    up = [{"label": f"G{g['id']}", "id": f"1-{g['id']}", "icon": g["id"], "sprite": "upper",
+           "colour": bv.GROUP_COLOURS[g["id"] % len(bv.GROUP_COLOURS)]} for g in f["upper_groups"]]
+    to_class = None
+    cls_nodes: List[Dict[str, Any]] = []
+    if upper is not None and len(upper["groups"]) == len(up):
+        same = np.allclose(upper["group_maps"], np.asarray([g["map"] for g in f["upper_groups"]]), rtol=1e-2, atol=1e-3)
+        if same:
+            top = lower["summary"]["top_classes"][:3]
+            rows = {c: {k: v for k, v in g["classes"]} for g in upper["summary"]["groups"] for c in [g["id"]]}
+            to_class = np.array([[rows[g["id"]].get(c, 0.0) for c in top] for g in f["upper_groups"]])
+            cls_nodes = [{"label": names[c]["name"] if c in names else upper["names"][c]["name"], "id": f"2-{i}",
+                          "icon": None, "sprite": None, "colour": "#888"} for i, c in enumerate(top)]
+    layout = bv.sankey(lo, up, cls_nodes, np.asarray(f["matrix"]), to_class)
+    strongest = max(((i, j, v) for i, row in enumerate(f["matrix"]) for j, v in enumerate(row)), key=lambda t: t[2])
+    return {**layout, "lower": f["lower"], "upper": f["upper"], "strongest": strongest,
+            "with_classes": to_class is not None}
+
+
+def _learn_dictionary(v: Dict[str, Any]) -> str:
+    h, w = v["grid"]
+    cell = v["cell"]
+    counts: Dict[int, int] = {}
+    for cl in v["summary"]["cells"]:
+        for c, _ in cl["channels"]:
+            counts[c] = counts.get(c, 0) + 1
+    common = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    top = ", ".join(f"{c} ({val:.3g})" for c, val in cell["channels"][:3])
+    n = len(cell["channels"])
+    return (f"At {v['layer']} ({h} x {w} positions, {v['summary']['channels']} channels) the strongest position is "
+            f"row {cell['row']}, column {cell['col']} (activation norm {cell['magnitude']:.3g}); channels {top} fire most "
+            f"there, and locally it argues most for {v['names'][cell['classes'][0][0]]['name']}. Channels "
+            + ", ".join(f"{c} (in the top {n} of {k} positions)" for c, k in common)
+            + f" recur most across the image; {len(counts)} of {v['summary']['channels']} channels reach a top {n} somewhere.")
+
+
+def _learn_attribution(v: Dict[str, Any]) -> str:
+    parts = []
+    r = v["rankings"][0]
+    pos = sum(val for _, val in r["support"])
+    if r["support"]:
+        ch, val = r["support"][0]
+        parts.append(f"For {r['name']} (p = {r['prob']:.2f}) channel {ch} carries {val:.3g} of the attribution "
+                     f"({100 * val / pos:.0f}% of what its top {len(r['support'])} supporting channels give).")
+    if v["competing"] is not None:
+        cc = v["competing"]
+        parts.append(f"Between {cc['a']['name']} and {cc['b']['name']}, channels {bv.channel_list(cc['for_a'])} argue for "
+                     f"the first and channels {bv.channel_list(cc['for_b'])} for the second.")
+    total = v["class_maps"][0]["total"]
+    parts.append(f"Summed over all positions and channels, the linear approximation of the {r['name']} logit "
+                 f"relative to a zero activation at {v['layer']} is {total:+.3g}; a zero activation is not a neutral "
+                 f"input, so compare classes and positions with each other rather than reading the sign alone.")
+    return " ".join(parts)
+
+
+def _learn_groups(v: Dict[str, Any], flow: Optional[Dict[str, Any]]) -> str:
+    top = v["summary"]["top_classes"][0]
+    name = v["names"][top]["name"]
+    best = max(v["groups"], key=lambda g: dict(g["classes"]).get(top, 0.0))
+    val = dict(best["classes"]).get(top, 0.0)
+    resid = dict((c, r) for c, r in v["summary"]["group_residual"]).get(top, 0.0)
+    text = (f"Group G{best['id']} (channels {bv.channel_list(best['channels'])}) drives {name} most at {v['layer']} "
+            f"({bv.fmt(val)}); the part of the activation the {len(v['groups'])} groups do not reconstruct contributes "
+            f"{bv.fmt(resid)}. The factorisation leaves a relative error of {v['summary']['group_error']:.2f}.")
+    if flow is not None:
+        i, j, fv = flow["strongest"]
+        text += f" In the flow to {flow['upper']}, G{i} feeds upper group G{j} most ({bv.fmt(fv)})."
+    return text
+
+
+def _page_json(views: List[Dict[str, Any]], rel) -> Dict[str, Any]:
+    """The hover data of one image (all its layers), with icon sprites relative to the page."""
+    out = {"layers": {}}
+    for v in views:
+        s = v["summary"]
+        entry = {
+            "layer": v["layer"], "grid": v["grid"], "channels": s["channels"],
+            "classes": {str(c["index"]): c for c in s["classes"]},
+            "cells": s["cells"], "groups": [{"id": g["id"], "map": g["map"], "channels": g["channels"],
+                                            "classes": g["classes"]} for g in s["groups"]],
+            "icons": v["icons"].json(rel) if v["icons"] is not None else None,
+            "grid_sprite": v["grid_sprite"].json(rel),
+        }
+        if "layer_to_layer" in s:
+            entry["layer_to_layer"] = s["layer_to_layer"]
+        if "flow" in s:
+            entry["flow"] = {"matrix": s["flow"]["matrix"], "upper_groups": s["flow"]["upper_groups"]}
+        out["layers"][v["slug"]] = entry
+    return out
+
+
+def blocks_pages(site: SiteContext) -> List[Any]:
+    arts = site.manifest.find("blocks")
+    if not arts:
+        return []
+    w = site.writer
+    js_target = w.docs / JS_TARGET
+    js_target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(JS_SOURCE, js_target)
+    by_pair: "OrderedDict[Tuple[str, str], OrderedDict[str, list]]" = OrderedDict()
+    for a in arts:
+        by_pair.setdefault((a.record["model"], a.record["dataset"]), OrderedDict()).setdefault(a.record["image"], []).append(a)
+    nav: List[Any] = []
+    for (model_id, ds_id), images in by_pair.items():
+        base = f"blocks/{slug(model_id)}/{slug(ds_id)}"
+        sprites: Dict[str, bv.Sprite] = {}
+        for ia in site.manifest.find("blocks-icons", model=model_id, dataset=ds_id):
+            data = ia.load_npz("icons")
+            sprites[ia.record["layer"]] = bv.sprite(w, f"assets/gen/{ia.key}/channels.png", data["icons"],
+                                                    [int(c) for c in data["channels"]])
+        model = site.models.get(model_id, {"title": model_id})
+        entries, overview = [], []
+        for image_id, layer_arts in images.items():
+            views = [_layer_view(site, a, sprites.get(a.record["layer"])) for a in layer_arts]
+            flows = [_flow_view(v, views[i + 1] if i + 1 < len(views) else None) for i, v in enumerate(views)]
+            rec = layer_arts[0].record
+            stem = f"{base}/{slug(image_id)}"
+            json_rel = f"{stem}.json"
+            pages = {"dictionary": f"{stem}-dictionary.md", "attribution": f"{stem}-attribution.md",
+                     "groups": f"{stem}-groups.md"}
+            here = os.path.dirname(json_rel)
+
+            def rel_from_pages(target: str, here: str = here) -> str:
+                return os.path.relpath(target, here)
+
+            path = w.docs / json_rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_page_json(views, rel_from_pages), separators=(",", ":")))
+            common = dict(model=model, dataset=ds_id, image=rec, views=views, flows=flows, pages=pages,
+                          data_file=os.path.basename(json_rel), script=JS_TARGET, colours=bv.GROUP_COLOURS,
+                          display=DISPLAY)
+            w.page(pages["dictionary"], "blocks_dictionary.md.j2", learn=[_learn_dictionary(v) for v in views], **common)
+            w.page(pages["attribution"], "blocks_attribution.md.j2", learn=[_learn_attribution(v) for v in views], **common)
+            w.page(pages["groups"], "blocks_groups.md.j2", learn=[_learn_groups(v, f) for v, f in zip(views, flows)], **common)
+            title = rec["title"]
+            entries.append({title: [{"Semantic dictionary & activation grid": pages["dictionary"]},
+                                    {"Attribution": pages["attribution"]}, {"Neuron groups & flow": pages["groups"]}]})
+            overview.append({"image": rec, "views": views, "pages": pages})
+        w.page(f"{base}/index.md", "blocks_overview.md.j2", model=model, dataset=ds_id, images=overview)
+        nav.append({f"{model['title']} on {ds_id}": [{"Overview": f"{base}/index.md"}, *entries]})
+    return nav
+
+
+register_pages(PageBuilder(name="blocks", order=40, section="Building blocks", build=blocks_pages))

@@ -1,0 +1,158 @@
+"""View models of the Building Blocks pages (numpy only, no torch): icon sprites, overlays,
+the group-flow (Sankey-like) layout and the "what a reader learns" sentences.
+
+Olah et al. 2018, "The Building Blocks of Interpretability" (Distill): the interfaces combine
+feature-visualisation icons with activations and activation x gradient attribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from generator.render import images as img
+
+# Categorical colours for neuron groups (colour-blind-friendly Okabe-Ito, then grays).
+GROUP_COLOURS = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
+                 "#999999", "#000000", "#882255", "#44AA99", "#117733", "#332288", "#AA4499",
+                 "#DDCC77", "#88CCEE"]
+
+
+def hex_rgb(colour: str) -> np.ndarray:
+    return np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float32)
+
+
+@dataclass
+class Sprite:
+    """Icons packed in one PNG (``cols`` per row, ``size`` px each); ``index[channel] = slot``."""
+
+    url: str
+    size: int
+    cols: int
+    rows: int
+    index: Dict[int, int]
+
+    def style(self, key: int, px: int, rel) -> str:
+        """Inline CSS that shows icon ``key`` at ``px`` pixels (background sprite)."""
+        slot = self.index[int(key)]
+        r, c = divmod(slot, self.cols)
+        return (f"background-image:url('{rel(self.url)}');background-size:{self.cols * px}px {self.rows * px}px;"
+                f"background-position:-{c * px}px -{r * px}px;width:{px}px;height:{px}px")
+
+    def json(self, rel) -> Dict[str, Any]:
+        return {"url": rel(self.url), "cols": self.cols, "rows": self.rows,
+                "index": {str(k): v for k, v in self.index.items()}}
+
+
+def pack(icons: np.ndarray, cols: int) -> np.ndarray:
+    """(N, s, s, 3) uint8 -> one (rows*s, cols*s, 3) sheet, row-major."""
+    n, s = icons.shape[0], icons.shape[1]
+    rows = max(1, -(-n // cols))
+    sheet = np.full((rows * s, cols * s, 3), 255, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        sheet[r * s:(r + 1) * s, c * s:(c + 1) * s] = icons[i]
+    return sheet
+
+
+def sprite(writer, rel_path: str, icons: np.ndarray, keys: Sequence[int], cols: Optional[int] = None) -> Sprite:
+    cols = cols or min(16, max(1, len(keys)))
+    sheet = pack(icons, cols)
+    url = writer.image(rel_path, sheet)
+    return Sprite(url=url, size=int(icons.shape[1]), cols=cols, rows=sheet.shape[0] // icons.shape[1],
+                  index={int(k): i for i, k in enumerate(keys)})
+
+
+def big(pixels: np.ndarray, side: int = 448) -> np.ndarray:
+    """The displayed image enlarged (nearest) so overlays of small grids stay crisp."""
+    h = pixels.shape[0]
+    f = max(1, side // h)
+    return np.repeat(np.repeat(pixels, f, 0), f, 1)
+
+
+def block_map(m: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A layer-resolution map enlarged to (h, w) with nearest neighbours: one block per position,
+    so the reader sees the layer's grid rather than a smoothed picture."""
+    ys = (np.arange(h) * m.shape[0] // h).clip(0, m.shape[0] - 1)
+    xs = (np.arange(w) * m.shape[1] // w).clip(0, m.shape[1] - 1)
+    return m[ys][:, xs]
+
+
+def map_overlay(pixels: np.ndarray, m: np.ndarray, signed: bool) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    return img.overlay(pixels, block_map(m.astype(np.float32), h, w), signed)
+
+
+def group_overlay(pixels: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Each position coloured by its dominant group, opacity by that group's share of its maximum."""
+    h, w = pixels.shape[:2]
+    k = maps.shape[0]
+    norm = maps / np.maximum(maps.reshape(k, -1).max(1), 1e-12)[:, None, None]
+    dom = norm.argmax(0)
+    strength = norm.max(0).clip(0, 1)
+    colours = np.stack([hex_rgb(GROUP_COLOURS[g % len(GROUP_COLOURS)]) for g in range(k)])
+    col = colours[block_map(dom, h, w)]
+    a = 0.15 + 0.6 * block_map(strength, h, w)[:, :, None]
+    gray = img.as_rgb(pixels).astype(np.float32).mean(2, keepdims=True) * 0.85 + 20
+    return (gray * (1 - a) + col * a).clip(0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# the group flow
+
+
+def sankey(lower: List[Dict[str, Any]], upper: List[Dict[str, Any]], classes: List[Dict[str, Any]],
+           flow: np.ndarray, to_class: Optional[np.ndarray], *, width: int = 760, node_h: int = 44,
+           gap: int = 14, min_share: float = 0.04) -> Dict[str, Any]:
+    """Layout of a three-column flow diagram: lower groups -> upper groups (-> classes).
+
+    ``flow`` (k1 x k2) and ``to_class`` (k2 x K) are activation x gradient attributions; link
+    widths are proportional to |value| (one scale per column pair), red for positive, blue for
+    negative; links under ``min_share`` of the largest are left out to keep the picture legible.
+    """
+    cols = [lower, upper] + ([classes] if to_class is not None else [])
+    xs = [110, width // 2, width - 150] if to_class is not None else [110, width - 150]
+    height = max(len(c) for c in cols) * (node_h + gap) + gap
+    nodes: List[Dict[str, Any]] = []
+    centre: Dict[tuple, tuple] = {}
+    for ci, col in enumerate(cols):
+        top = (height - len(col) * (node_h + gap) + gap) / 2
+        for i, node in enumerate(col):
+            y = top + i * (node_h + gap)
+            nodes.append({**node, "x": xs[ci], "y": round(y, 1), "h": node_h, "column": ci})
+            centre[(ci, i)] = (xs[ci], y + node_h / 2)
+    links: List[Dict[str, Any]] = []
+
+    def add(matrix: np.ndarray, c0: int):
+        top = float(np.abs(matrix).max()) or 1.0
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                v = float(matrix[i, j])
+                if abs(v) < min_share * top:
+                    continue
+                (x0, y0), (x1, y1) = centre[(c0, i)], centre[(c0 + 1, j)]
+                x0 += 22
+                x1 -= 24
+                mid = (x0 + x1) / 2
+                links.append({"d": f"M{x0:.1f},{y0:.1f} C{mid:.1f},{y0:.1f} {mid:.1f},{y1:.1f} {x1:.1f},{y1:.1f}",
+                              "w": round(1 + 16 * abs(v) / top, 2), "sign": "pos" if v > 0 else "neg",
+                              "from": f"{c0}-{i}", "to": f"{c0 + 1}-{j}", "value": v})
+
+    add(np.asarray(flow, np.float64), 0)
+    if to_class is not None:
+        add(np.asarray(to_class, np.float64), 1)
+    return {"width": width, "height": int(height), "nodes": nodes, "links": links, "xs": xs}
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers in sentences
+
+
+def fmt(v: float) -> str:
+    return f"{v:+.3g}"
+
+
+def channel_list(pairs: Sequence[Sequence[float]], n: int = 3) -> str:
+    return ", ".join(f"{int(c)}" for c, _ in pairs[:n]) or "none"
