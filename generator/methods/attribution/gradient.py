@@ -91,7 +91,14 @@ class _NoiseAveraged(AttributionMethod):
         span = (flat.amax(1) - flat.amin(1)).view(-1, 1, 1, 1)
         return noise * (float(self.params["noise_level"]) * span)
 
-    def _attribute(self, x, target):
+    shares = "noise"
+
+    def noise_key(self) -> tuple:
+        """Methods with equal keys see the same noisy inputs and can share their gradients."""
+        return (int(self.params["n_samples"]), float(self.params["noise_level"]), int(self.params["seed"]))
+
+    def noise_statistics(self, x, target):
+        """Sum and sum of squares of the gradients over the noisy copies, (B,C,H,W) each."""
         B = x.shape[0]
         S = int(self.params["n_samples"])
         total = torch.zeros_like(x, dtype=torch.float32)
@@ -117,6 +124,13 @@ class _NoiseAveraged(AttributionMethod):
             total_sq.index_add_(0, b_idx, g * g)
 
         run_chunked(B * S, self.max_batch, chunk)
+        return total, total_sq
+
+    def _attribute(self, x, target):
+        return self.from_statistics(x, target, *self.noise_statistics(x, target))
+
+    def from_statistics(self, x, target, total, total_sq):
+        S = int(self.params["n_samples"])
         mean = total / S
         if self.statistic == "mean":
             raw = mean

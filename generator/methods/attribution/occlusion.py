@@ -16,7 +16,9 @@ class Occlusion(AttributionMethod):
     Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks". It is
     model-agnostic and easy to read, but costly (one forward per window), its resolution is
     the stride, and the baseline patch itself can create out-of-distribution evidence.
-    Map: the per-pixel mean score drop (identical across channels; signed).
+    Map: the per-pixel mean score drop (identical across channels; signed). ``window`` and
+    ``stride`` are pixels (int) or fractions of the image height (float < 1), so one setting
+    suits a 28 px and a 224 px model.
     """
 
     name = "occlusion"
@@ -25,9 +27,15 @@ class Occlusion(AttributionMethod):
     reduction = "mean"
     defaults = {"window": 16, "stride": 8, "baseline": "zeros", "output": "logit", "max_batch": 256}
 
+    def window_pixels(self, side: int, which: str = "window") -> int:
+        value = self.params[which]
+        if isinstance(value, float) and 0 < value < 1:
+            return max(1, int(round(value * side)))
+        return max(1, int(value))
+
     def _attribute(self, x, target):
         B, C, H, W = x.shape
-        k, s = int(self.params["window"]), int(self.params["stride"])
+        k, s = self.window_pixels(H), self.window_pixels(H, "stride")
         base = self.make_baseline(x, self.params["baseline"])
         ys = list(range(0, max(H - k, 0) + 1, s))
         xs = list(range(0, max(W - k, 0) + 1, s))

@@ -12,7 +12,8 @@ from ...engine.batching import as_target_tensor
 
 def attribute_many(methods: Sequence[AttributionMethod], x: torch.Tensor, target) -> Dict[str, AttributionResult]:
     """Results by method name. Methods that only need the plain input gradient (saliency,
-    gradient x input) share one backward pass; Grad-CAM variants on the same layer share one
+    gradient x input) share one backward pass; the SmoothGrad family (SmoothGrad, its squared
+    form, VarGrad) with the same samples, noise level and seed share the noisy gradients; Grad-CAM variants on the same layer share one
     pass to that layer; everything else runs on its own."""
     out: Dict[str, AttributionResult] = {}
     t = as_target_tensor(target, x.shape[0], x.device)
@@ -21,6 +22,8 @@ def attribute_many(methods: Sequence[AttributionMethod], x: torch.Tensor, target
         shares = getattr(m, "shares", None)
         if shares == "gradient":
             key = ("gradient", id(m.model), m.precision)
+        elif shares == "noise":
+            key = ("noise", id(m.model), m.precision, m.noise_key())
         elif shares == "cam" and getattr(m, "from_layer", None) is not None:
             key = ("cam", id(m.model), m.precision, m.layer)
         else:
@@ -39,6 +42,10 @@ def attribute_many(methods: Sequence[AttributionMethod], x: torch.Tensor, target
                 grads, logits = _gradients(lead, x.detach(), t)
                 for m in members:
                     out[m.name] = m.from_gradient(x.detach(), t, grads, logits)
+            elif key[0] == "noise":
+                total, total_sq = lead.noise_statistics(x.detach(), t)
+                for m in members:
+                    out[m.name] = m.from_statistics(x.detach(), t, total, total_sq)
             else:
                 from .cam import layer_activation_and_gradient
 

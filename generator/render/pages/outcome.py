@@ -1,19 +1,117 @@
-"""Outcome pages: predictions, per-image grids of all methods, per-method galleries."""
+"""Outcome pages: predictions, per-image grids of all methods, per-method galleries, the
+interior-gradients alpha sweep and the CAM threshold segmentation."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
+
+import numpy as np
 
 from generator.render import images as img
 from generator.render.methods_info import info as method_info
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.text import slug
 
+#: Per-image numbers a method reports, shown in a table on its page: key -> (label, explanation).
+EXTRA_COLUMNS = {
+    "delta": ("f(x) − f(baseline)", "the score difference the attributions should add up to"),
+    "completeness_gap": ("completeness gap", "|Σ attributions − (f(x) − f(baseline))| / |f(x) − f(baseline)|"),
+    "target_logit": ("target logit", "the score LRP starts from"),
+    "relevance_sum": ("Σ relevance", "relevance that reaches the input pixels"),
+    "conservation": ("conservation", "Σ relevance / target logit; 1 = conserved, biases absorb the rest"),
+}
+
+BOX_COLOUR = np.array([0, 255, 80], np.uint8)
+MASK_COLOUR = np.array([255, 200, 0], np.float32)
+
 
 def colour_bars(site: SiteContext) -> Dict[bool, str]:
     """The two colour scales every heat-map page shows (unsigned, signed)."""
     return {s: site.writer.image(f"assets/gen/colourbar-{'signed' if s else 'unsigned'}.png", img.colour_bar(s))
             for s in (False, True)}
+
+
+def extras_table(extras: Dict[str, Any], n: int) -> List[Dict[str, Any]]:
+    """Columns of per-image numbers among a method's extras (lists of one value per image)."""
+    return [{"key": k, "label": label, "help": help_, "cells": extras[k]}
+            for k, (label, help_) in EXTRA_COLUMNS.items()
+            if isinstance(extras.get(k), list) and len(extras[k]) == n]
+
+
+def unpack_masks(arrays) -> np.ndarray:
+    """(T,B,H,W) bool masks of a stored CAM segmentation (stored bit-packed along W)."""
+    shape = tuple(int(v) for v in arrays["mask_shape"])
+    return np.unpackbits(arrays["masks"], axis=-1, count=shape[-1]).astype(bool).reshape(shape)
+
+
+def draw_segmentation(pixels: np.ndarray, mask: np.ndarray, box, factor: int = 1) -> np.ndarray:
+    """The image with the mask tinted and the box outlined (numpy only). ``box``: x0, y0, x1, y1
+    inclusive pixels of the mask's resolution, or -1s when empty; ``factor`` upscales."""
+    rgb = img.as_rgb(pixels).astype(np.float32)
+    if factor > 1:
+        rgb = np.repeat(np.repeat(rgb, factor, 0), factor, 1)
+        mask = np.repeat(np.repeat(mask, factor, 0), factor, 1)
+    gray = rgb.mean(2, keepdims=True) * 0.55 + 20  # outside the mask: darkened gray
+    out = np.where(mask[:, :, None], rgb * 0.65 + MASK_COLOUR * 0.35, gray)
+    out = out.clip(0, 255).astype(np.uint8)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x0 >= 0:
+        x0, y0, x1, y1 = x0 * factor, y0 * factor, (x1 + 1) * factor - 1, (y1 + 1) * factor - 1
+        t = max(1, out.shape[0] // 112)
+        out[y0:y0 + t, x0:x1 + 1] = BOX_COLOUR
+        out[max(y1 - t + 1, 0):y1 + 1, x0:x1 + 1] = BOX_COLOUR
+        out[y0:y1 + 1, x0:x0 + t] = BOX_COLOUR
+        out[y0:y1 + 1, max(x1 - t + 1, 0):x1 + 1] = BOX_COLOUR
+    return out
+
+
+def _interior_sweep(site: SiteContext, art, pixels: np.ndarray, base: str, images) -> Optional[Dict[str, Any]]:
+    arrays = art.load_npz("maps")
+    if "extra_sweep" not in arrays:
+        return None
+    sweep = arrays["extra_sweep"].astype(np.float32)  # (A,B,H,W)
+    alphas = art.record["extras"].get("alphas") or list(range(sweep.shape[0]))
+    rows = []
+    for i, item_id in enumerate(art.record["images"]):
+        cells = [site.writer.image(f"assets/gen/{art.key}/sweep-{slug(item_id)}-{a}.png",
+                                   img.overlay(img.upscale(pixels[i], 96), sweep[a, i], True))
+                 for a in range(sweep.shape[0])]
+        rows.append({"image": images[i], "cells": cells})
+    totals = sweep.reshape(sweep.shape[0], sweep.shape[1], -1).sum(-1)  # (A,B)
+    plot = site.writer.figure(f"assets/gen/{art.key}/sweep-totals.png", lambda p: img.line_plot(
+        p, list(alphas), {images[i]["title"][:24]: totals[:, i].tolist() for i in range(totals.shape[1])},
+        "alpha", "Σ (x − x') · ∇f(x' + α(x − x'))", "Interior gradients: total attribution per alpha"))
+    return {"alphas": alphas, "rows": rows, "plot": plot, "page": f"{base}/interior-sweep.md"}
+
+
+def _segmentation(site: SiteContext, model_id: str, ds_id: str, pixels: np.ndarray, base: str, images):
+    art = site.manifest.one("cam_segmentation", model=model_id, dataset=ds_id)
+    if art is None:
+        return None
+    rec = art.record
+    arrays = art.load_npz("segmentation")
+    masks = unpack_masks(arrays)
+    boxes = arrays["boxes"]
+    T, B, H, W = masks.shape
+    factor = max(1, int(np.ceil(112 / min(H, W))))
+    rows = []
+    for i in range(B):
+        cells = [{"threshold": rec["thresholds"][t], "area": rec["area"][t][i],
+                  "box": [int(v) for v in boxes[t, i]],
+                  "image": site.writer.image(f"assets/gen/{art.key}/seg-{slug(rec['images'][i])}-{t}.png",
+                                             draw_segmentation(pixels[i], masks[t, i], boxes[t, i], factor))}
+                 for t in range(T)]
+        cam = site.writer.image(f"assets/gen/{art.key}/cam-{slug(rec['images'][i])}.png",
+                                img.overlay(img.upscale(pixels[i]), arrays["cams"][i], False))
+        rows.append({"image": images[i], "target": rec["targets"][i], "cam": cam, "cells": cells})
+    area = np.asarray(rec["area"])  # (T,B)
+    plot = site.writer.figure(f"assets/gen/{art.key}/area.png", lambda p: img.line_plot(
+        p, [100 * t for t in rec["thresholds"]],
+        {images[i]["title"][:24]: (100 * area[:, i]).tolist() for i in range(B)},
+        "threshold (% of the CAM's maximum)", "mask area (% of the image)", "CAM segmentation: mask area",
+        ylim=(0, 100)))
+    return {"rows": rows, "plot": plot, "thresholds": rec["thresholds"], "layer": rec.get("layer"),
+            "largest_component": rec.get("largest_component", False), "page": f"{base}/cam-segmentation.md"}
 
 
 def outcome_pages(site: SiteContext) -> List[Any]:
@@ -30,7 +128,10 @@ def outcome_pages(site: SiteContext) -> List[Any]:
         originals = [writer.image(f"assets/gen/{pred.key}/{slug(r['id'])}.png", img.upscale(pixels[i]))
                      for i, r in enumerate(rows)]
         site.shared.setdefault("originals", {})[(model_id, ds_id)] = originals
+        images = [{"id": r["id"], "title": r["title"] or r["id"], "row": r, "original": originals[i],
+                   "page": f"{base}/image-{slug(r['id'])}.md"} for i, r in enumerate(rows)]
         methods = []
+        sweep = None
         for art in manifest.find("attribution", model=model_id, dataset=ds_id):
             rec = art.record
             maps = art.load_npz("maps")["maps"]
@@ -38,15 +139,24 @@ def outcome_pages(site: SiteContext) -> List[Any]:
                                      img.overlay(img.upscale(pixels[i]), maps[i], rec["signed"]))
                         for i, item_id in enumerate(rec["images"])]
             info = method_info(rec["method"])
+            extras = rec.get("extras", {})
             methods.append({"name": rec["method"], "title": info["title"], "formula": info["formula"],
                             "read": info["read"], "doc": rec.get("doc", ""), "signed": rec["signed"],
-                            "params": rec["params"], "extras": rec.get("extras", {}), "overlays": overlays,
+                            "params": rec["params"], "extras": extras, "overlays": overlays,
+                            "table": extras_table(extras, len(rec["images"])),
                             "targets": rec["target_names"], "probabilities": rec["target_probabilities"],
-                            "page": f"{base}/method-{slug(rec['method'])}.md"})
-        images = [{"id": r["id"], "title": r["title"] or r["id"], "row": r, "original": originals[i],
-                   "page": f"{base}/image-{slug(r['id'])}.md"} for i, r in enumerate(rows)]
+                            "page": f"{base}/method-{slug(rec['method'])}.md", "sweep_page": None})
+            if rec["method"] == "interior_gradients":
+                sweep = _interior_sweep(site, art, pixels, base, images)
+                if sweep:
+                    methods[-1]["sweep_page"] = sweep["page"]
+        by_name = {m["name"]: m for m in methods}
+        # what argues for the class next to what argues against it
+        contrast = [by_name[n] for n in ("gradcam", "counterfactual_gradcam") if n in by_name]
+        segmentation = _segmentation(site, model_id, ds_id, pixels, base, images)
         common = dict(model=models[model_id], dataset=ds_id, images=images, methods=methods,
-                      bars=colour_bars(site), summary=summary)
+                      bars=colour_bars(site), summary=summary, contrast=contrast, segmentation=segmentation,
+                      sweep=sweep)
         writer.page(f"{base}/predictions.md", "predictions.md.j2", **common)
         writer.page(f"{base}/index.md", "outcome_overview.md.j2", **common)
         for i, image in enumerate(images):
@@ -56,6 +166,12 @@ def outcome_pages(site: SiteContext) -> List[Any]:
         entries: List[Any] = [{"Overview": f"{base}/index.md"}, {"Predictions": f"{base}/predictions.md"}]
         if methods:
             entries.append({"Methods": [{m["title"]: m["page"]} for m in methods]})
+        if sweep:
+            writer.page(sweep["page"], "outcome_interior_sweep.md.j2", **common)
+            entries.append({"Interior gradients: alpha sweep": sweep["page"]})
+        if segmentation:
+            writer.page(segmentation["page"], "segmentation_cam.md.j2", **common)
+            entries.append({"CAM threshold segmentation": segmentation["page"]})
         entries.append({"Images": [{im["title"]: im["page"]} for im in images]})
         nav.append({f"{models[model_id]['title']} on {ds_id}": entries})
     return nav

@@ -1,0 +1,200 @@
+"""Stage: evaluation of the attribution methods on each (model, dataset) pair: selectivity
+(deletion / insertion), class sensitivity and the cascading-randomisation sanity check.
+ROAR / KAR, which retrains, lives in :mod:`evaluation_roar`."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from generator.artifacts.store import artifact_key, npz_bytes
+from generator.config import ModelConfig
+from generator.pipeline.context import RunContext
+from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.stages import Stage, register_stage
+from generator.pipeline.stages.outcome import KIND as OUTCOME_KIND, outcome_key, resolve_outcome_targets
+
+VERSION = "1"
+
+
+def evaluated_methods(config) -> List[str]:
+    """``evaluation.methods`` (default: every outcome method), unknown names dropped by the caller."""
+    return list(config.evaluation.methods if config.evaluation.methods is not None else config.outcome.methods)
+
+
+def method_params(config, method: str) -> Dict[str, Any]:
+    return {**dict(config.outcome.params.get(method, {})), **dict(config.evaluation.params.get(method, {}))}
+
+
+def _check_names(names: List[str]) -> None:
+    from generator.methods.attribution import ATTRIBUTION_METHODS
+
+    for n in names:
+        ATTRIBUTION_METHODS.get(n)  # raises with close-match suggestions
+
+
+def _bound(ctx: RunContext, mc: ModelConfig, names: List[str]) -> Dict[str, Any]:
+    from generator.methods.attribution import ATTRIBUTION_METHODS
+
+    loaded = ctx.models[mc.id]
+    return {n: ATTRIBUTION_METHODS.get(n)(loaded.module, loaded.spec,
+                                         **{"precision": ctx.config.precision, **method_params(ctx.config, n)})
+            for n in names}
+
+
+def _images(ctx: RunContext, mc: ModelConfig, dataset_id: str, k: int) -> Tuple[torch.Tensor, int]:
+    loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
+    shown = min(ctx.config.outcome.images, len(dataset))
+    n = min(k, shown)
+    return model_input(loaded.spec, displayed(loaded.spec, dataset, shown)[:n], ctx.device), n
+
+
+def _base_key(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Dict[str, Any]:
+    loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
+    return dict(weights=loaded.spec.weights_digest, data=dataset.digest(), seed=ctx.config.seed,
+                precision=ctx.config.precision, device=ctx.device.type, target=ctx.config.outcome.target,
+                shown=min(ctx.config.outcome.images, len(dataset)))
+
+
+def patch_pixels(patch, side: int) -> int:
+    if isinstance(patch, float) and 0 < patch < 1:
+        return max(1, int(round(patch * side)))
+    return max(1, int(patch))
+
+
+def run_selectivity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
+    """Deletion and insertion curves from the outcome stage's stored maps (no recomputation)."""
+    from generator.evaluation import deletion_insertion
+
+    s = ctx.config.evaluation.selectivity
+    names = [m for m in evaluated_methods(ctx.config) if m in ctx.config.outcome.methods]
+    stored = {m: ctx.store.get(OUTCOME_KIND, outcome_key(ctx, mc, dataset_id, m)) for m in names}
+    stored = {m: a for m, a in stored.items() if a is not None}
+    if not stored:
+        return
+    x, n = _images(ctx, mc, dataset_id, s.images_for(mc.id))
+    side = x.shape[-2]
+    patch = patch_pixels(s.patch, side)
+    key = artifact_key("evaluation_selectivity", VERSION, **_base_key(ctx, mc, dataset_id), images=n,
+                       maps={m: a.key for m, a in stored.items()}, settings=s.model_dump(exclude={"models", "enabled"}))
+
+    def compute():
+        loaded = ctx.models[mc.id]
+        maps = {m: torch.as_tensor(a.load_npz("maps")["maps"][:n]) for m, a in stored.items()}
+        first = next(iter(stored.values()))
+        target = torch.as_tensor(first.record["targets"][:n])
+        res = deletion_insertion(loaded.module, x, maps, target, steps=s.steps, patch=patch,
+                                 deletion_baseline=s.deletion_baseline, insertion_baseline=s.insertion_baseline,
+                                 output=s.output, precision=ctx.config.precision)
+        methods = list(maps)
+        arrays = {"fractions": res["deletion"]["fractions"].cpu().numpy()}
+        record: Dict[str, Any] = {"model": mc.id, "dataset": dataset_id, "methods": methods,
+                                  "images": first.record["images"][:n], "steps": s.steps, "patch": patch,
+                                  "deletion_baseline": s.deletion_baseline, "insertion_baseline": s.insertion_baseline,
+                                  "output": s.output, "auc": {}}
+        for mode in ("deletion", "insertion"):
+            arrays[mode] = np.stack([res[mode]["curves"][m].cpu().numpy() for m in methods]).astype(np.float32)
+            record["auc"][mode] = {m: [round(float(v), 6) for v in res[mode]["auc"][m].cpu()] for m in methods}
+        record["mean_auc"] = {mode: {m: round(float(np.mean(v)), 6) for m, v in record["auc"][mode].items()}
+                              for mode in ("deletion", "insertion")}
+        # insertion minus deletion AUC: one number where higher is better for both curves
+        record["score"] = {m: round(record["mean_auc"]["insertion"][m] - record["mean_auc"]["deletion"][m], 6)
+                           for m in methods}
+        record["ranking"] = sorted(methods, key=lambda m: -record["score"][m])
+        return record, {"curves": ("curves.npz", npz_bytes(**arrays))}
+
+    artifact, _ = ctx.store.get_or_compute("evaluation_selectivity", key, compute)
+    ctx.record(artifact, model=mc.id, dataset=dataset_id)
+
+
+def _targets(ctx: RunContext, mc: ModelConfig, dataset_id: str, x: torch.Tensor) -> torch.Tensor:
+    shown = min(ctx.config.outcome.images, len(ctx.datasets[dataset_id]))
+    x_all = model_input(ctx.models[mc.id].spec, displayed(ctx.models[mc.id].spec, ctx.datasets[dataset_id], shown),
+                        ctx.device)
+    return resolve_outcome_targets(ctx, mc, dataset_id, x_all)[: x.shape[0]]
+
+
+def run_sensitivity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
+    from generator.evaluation import class_sensitivity
+
+    s = ctx.config.evaluation.sensitivity
+    names = evaluated_methods(ctx.config)
+    _check_names(names)
+    x, n = _images(ctx, mc, dataset_id, s.images_for(mc.id))
+    key = artifact_key("evaluation_sensitivity", VERSION, **_base_key(ctx, mc, dataset_id), images=n,
+                       methods={m: method_params(ctx.config, m) for m in names}, threshold=s.threshold)
+
+    def compute():
+        loaded = ctx.models[mc.id]
+        with torch.no_grad():
+            logits = loaded.module(x).float()
+        torch.manual_seed(ctx.config.seed)
+        res = class_sensitivity(_bound(ctx, mc, names), x, logits, seed=ctx.config.seed, threshold=s.threshold)
+        spec = loaded.spec
+        first = next(iter(res.values()))
+        record: Dict[str, Any] = {
+            "model": mc.id, "dataset": dataset_id, "methods": names, "threshold": s.threshold,
+            "images": [it.id for it in ctx.datasets[dataset_id].items[:n]],
+            "classes": {k: [spec.class_names[int(v)] for v in t.cpu()] for k, t in first["targets"].items()},
+            "per_method": {m: {k: [round(float(v), 6) for v in r[k].cpu()] for k in
+                               ("spearman_top2", "spearman_random", "pearson_top2", "pearson_random")}
+                           | {"class_insensitive": r["class_insensitive"]} for m, r in res.items()},
+        }
+        for r in record["per_method"].values():
+            for k in ("spearman_top2", "spearman_random", "pearson_top2", "pearson_random"):
+                r[f"mean_{k}"] = round(float(np.mean(r[k])), 6)
+        return record, {}
+
+    artifact, _ = ctx.store.get_or_compute("evaluation_sensitivity", key, compute)
+    ctx.record(artifact, model=mc.id, dataset=dataset_id)
+
+
+def run_sanity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
+    from generator.evaluation import cascading_randomization
+    from generator.evaluation.sanity import default_cascade
+    from generator.methods.attribution import ATTRIBUTION_METHODS
+
+    s = ctx.config.evaluation.sanity
+    names = evaluated_methods(ctx.config)
+    _check_names(names)
+    x, n = _images(ctx, mc, dataset_id, s.images_for(mc.id))
+    loaded = ctx.models[mc.id]
+    layers = default_cascade(loaded.module)[: s.max_layers]
+    key = artifact_key("evaluation_sanity", VERSION, **_base_key(ctx, mc, dataset_id), images=n, layers=layers,
+                       methods={m: method_params(ctx.config, m) for m in names}, threshold=s.threshold)
+
+    def compute():
+        target = _targets(ctx, mc, dataset_id, x)
+        methods = {m: (ATTRIBUTION_METHODS.get(m), loaded.spec, {"precision": ctx.config.precision,
+                                                                  **method_params(ctx.config, m)}) for m in names}
+        torch.manual_seed(ctx.config.seed)
+        res = cascading_randomization(loaded.module, methods, x, target, layers=layers, seed=ctx.config.seed,
+                                      threshold=s.threshold)
+        record = {"model": mc.id, "dataset": dataset_id, "methods": names, "layers": layers, "threshold": s.threshold,
+                  "images": [it.id for it in ctx.datasets[dataset_id].items[:n]],
+                  "per_method": {m: {"spearman_abs": [round(v, 6) for v in r["spearman_abs"]],
+                                     "spearman": [round(v, 6) for v in r["spearman"]],
+                                     "ssim": [round(v, 6) for v in r["ssim"]],
+                                     "weight_insensitive": r["weight_insensitive"]} for m, r in res.items()}}
+        return record, {}
+
+    artifact, _ = ctx.store.get_or_compute("evaluation_sanity", key, compute)
+    ctx.record(artifact, model=mc.id, dataset=dataset_id)
+
+
+CHECKS = (("selectivity", run_selectivity), ("sensitivity", run_sensitivity), ("sanity", run_sanity))
+
+
+def run_evaluation(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
+    for name, fn in CHECKS:
+        if getattr(ctx.config.evaluation, name).applies_to(mc.id):
+            ctx.guarded(f"evaluation {name} on {mc.id}/{dataset_id}", lambda fn=fn: fn(ctx, mc, dataset_id))
+        if bar is not None:
+            bar.update(1)
+
+
+register_stage(Stage(name="evaluation", order=40, run=run_evaluation,
+                     enabled=lambda config: config.evaluation.enabled and config.outcome.enabled,
+                     units=lambda config: len(CHECKS)))
