@@ -3,19 +3,15 @@ and the JavaScript in headless Chromium (skipped when chromium or playwright is 
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import json
 import re
 import shutil
-import socket
-import threading
 from pathlib import Path
 
 import pytest
 
 from _blocks_report import write_blocks_report
+from site_server import CHROMIUM_ARGS, serve
 from generator.config import load_config
 from generator.pipeline.run import run_report
 
@@ -64,35 +60,14 @@ def test_pages_exist_with_grids_legends_flow_and_script(site: Path):
     assert "Building blocks" in index and "for " in index
 
 
-@contextlib.contextmanager
-def _serve(root: Path):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):  # keep test output clean
-            pass
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_hover_updates_the_legend_in_headless_chromium(site: Path, tmp_path: Path):
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip("chromium is not installed")
     sync_api = pytest.importorskip("playwright.sync_api")
     name = _images(site)[0]
     errors: list = []
-    with _serve(site) as base, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+    with serve(site) as base, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1400})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
