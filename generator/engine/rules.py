@@ -63,6 +63,11 @@ class Rule:
     rule hooks, for rules that need its local Jacobian.
     """
 
+    #: A rule that only transforms the gradient arriving at the module's output and then lets
+    #: the module's own backward run sets this to that transform; it is then applied as a
+    #: tensor hook on the native graph, without re-running the module in the backward pass.
+    output_gradient: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
     def backward(self, module: nn.Module, inputs: Tuple[torch.Tensor, ...], grad_output: torch.Tensor):
         raise NotImplementedError
 
@@ -137,7 +142,7 @@ def rules_applied(model: nn.Module, module_rules: ModuleRules) -> Iterator[None]
     inplace_changed: List[nn.Module] = []
 
     def pre_hook(module: nn.Module, inputs):
-        if _is_bypassed():
+        if _is_bypassed() or module_rules[module].output_gradient is not None:
             return None
         if not all(isinstance(t, torch.Tensor) for t in inputs):
             stashes.setdefault(id(module), []).append(None)
@@ -148,6 +153,10 @@ def rules_applied(model: nn.Module, module_rules: ModuleRules) -> Iterator[None]
     def make_hook(rule: Rule):
         def hook(module: nn.Module, _inputs, output):
             if _is_bypassed():
+                return None
+            if rule.output_gradient is not None:
+                if isinstance(output, torch.Tensor) and output.requires_grad:
+                    output.register_hook(rule.output_gradient)
                 return None
             original = stashes[id(module)].pop()
             if original is None or not isinstance(output, torch.Tensor):
@@ -241,6 +250,9 @@ class PassRule(Rule):
 class GuidedBackpropRule(Rule):
     """Springenberg et al. 2015: the ordinary backward of the activation, applied to the
     positive part of the incoming gradient only."""
+
+    # clamp(g) followed by the activation's own backward: a tensor hook on the output.
+    output_gradient = staticmethod(lambda grad: grad.clamp(min=0))
 
     def backward(self, module, inputs, grad_output):
         return (_local_gradient(module, inputs[0], grad_output.clamp(min=0)),)
