@@ -9,11 +9,12 @@ Public API (compute only; pages are built elsewhere):
 * :func:`render` -> :class:`RenderResult`; :func:`evaluate`
 * site helpers: ``channel_gallery``, ``diversity_set``, ``negative_gallery``,
   ``class_visualisations``, ``deepdream``, ``top_activating`` (dataset examples),
-  ``filter_grid``, ``default_layers``
+  ``filter_grid``, ``default_layers``; ``deconv_projection`` (Zeiler & Fergus 2014)
 * profiles: ``quick`` (CPU) and ``full`` (GPU)
 """
 
 from . import objectives
+from .deconv import deconv_projection, projection_image
 from .helpers import (
     DatasetExamples,
     channel_gallery,
@@ -72,6 +73,7 @@ __all__ = [
     "channel_gallery",
     "class_logit",
     "class_visualisations",
+    "deconv_projection",
     "deepdream",
     "default_layers",
     "direction",
@@ -92,6 +94,7 @@ __all__ = [
     "neuron",
     "objectives",
     "pad",
+    "projection_image",
     "random_rotate",
     "random_scale",
     "redirected_relu",

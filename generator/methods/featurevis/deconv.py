@@ -1,0 +1,67 @@
+"""Deconvnet projections: a unit's strongest activation mapped back to pixel space.
+
+Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks": pick one
+activation (a channel at its arg-max position on an image), set every other activation of
+the layer to zero and run the network backwards with transposed convolutions, passing the
+signal through every ReLU rectified (``max(0, signal)``) instead of masked by the forward
+pass. In autograd terms this is the gradient of that single activation with respect to the
+input, with each ReLU/ReLU6 replaced by :class:`~generator.engine.rules.DeconvnetRule`;
+max-pooling keeps its ordinary backward, which routes the signal through the recorded
+"switches" exactly as the paper's unpooling does.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from generator.engine.hooks import capture_activations, run_until_stopped
+from generator.engine.layers import get_layer
+from generator.engine.rules import RELU_LIKE, DeconvnetRule, rules_applied, rules_by_type
+
+from .render import frozen_model, model_device
+
+
+def deconv_projection(
+    model: nn.Module,
+    layer: str,
+    inputs: torch.Tensor,
+    channels: Sequence[int],
+    positions: Sequence[Sequence[int]],
+) -> np.ndarray:
+    """Project ``channels[i]``'s activation at ``positions[i]`` (y, x) on ``inputs[i]`` back to
+    the input; returns (N, H, W, C) float32, signed (the model input's space).
+
+    ``inputs`` are model inputs (normalised), one per projection, all in one batch: images
+    in eval mode are independent, so the sum of the selected activations has per-image
+    gradients equal to each activation's own. The forward pass stops at ``layer``.
+    """
+    dev = model_device(model)
+    x = inputs.to(dev, torch.float32).clone().requires_grad_(True)
+    n = x.shape[0]
+    if not (len(channels) == len(positions) == n):
+        raise ValueError(f"need one channel and position per input: {len(channels)}, {len(positions)}, {n}")
+    with frozen_model(model), rules_applied(model, rules_by_type(model, [(RELU_LIKE, DeconvnetRule())])), \
+            capture_activations(model, {layer: get_layer(model, layer)}, keep_graph=True, stop_after=[layer]) as store:
+        run_until_stopped(model, x)
+        act = store[layer]
+        if act.dim() == 2:
+            act = act[:, :, None, None]
+        idx = torch.arange(n, device=dev)
+        ch = torch.as_tensor([int(c) for c in channels], device=dev)
+        ys = torch.as_tensor([int(p[0]) for p in positions], device=dev)
+        xs = torch.as_tensor([int(p[1]) for p in positions], device=dev)
+        selected = act[idx, ch, ys, xs]
+        (grad,) = torch.autograd.grad(selected.sum(), x)
+    return grad.permute(0, 2, 3, 1).detach().float().cpu().numpy()
+
+
+def projection_image(projection: np.ndarray) -> np.ndarray:
+    """(H, W, C) signed projection -> (H, W, C) uint8 for display: grey is zero, each image
+    scaled by its own largest absolute value (as the paper's figures, which show each
+    projection contrast-normalised)."""
+    peak = float(np.abs(projection).max()) or 1.0
+    return np.clip(127.5 + 127.5 * projection / peak, 0, 255).round().astype(np.uint8)

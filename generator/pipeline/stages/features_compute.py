@@ -1,0 +1,268 @@
+"""The artifacts of the features stage (see :mod:`generator.pipeline.stages.features`).
+
+Images are stored PNG-ready (uint8, N x H x W x C) with the objective values and the
+readable objective descriptions, so the renderer only writes files. Each artifact's key
+holds the weights digest, the layer and channels, the effective render settings, the seed
+and the device type; a second run with the same settings reuses every one of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from generator.artifacts.store import Artifact, artifact_key, npz_bytes
+from generator.config import ModelConfig
+from generator.engine.preprocess import batches
+from generator.pipeline.context import RunContext
+from generator.pipeline.inputs import displayed, model_input
+
+VERSION = "1"
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8, rounded (the values a PNG would hold)."""
+    return np.clip(np.asarray(images, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _rounded(values: np.ndarray, digits: int = 5) -> List[float]:
+    return [round(float(v), digits) for v in np.asarray(values).ravel()]
+
+
+class FeatureJob:
+    """All feature artifacts of one model; each method computes (or reuses) one kind."""
+
+    def __init__(self, ctx: RunContext, mc: ModelConfig, plan) -> None:
+        self.ctx, self.mc, self.plan = ctx, mc, plan
+        loaded = ctx.models[mc.id]
+        self.model, self.spec = loaded.module, loaded.spec
+        self.seed = int(ctx.config.seed)
+        self.dataset = ctx.datasets.get(plan.dataset_id) if plan.dataset_id else None
+        self.examples_by_layer: Dict[str, Artifact] = {}
+
+    # -------------------------------------------------------------------------- helpers
+    def _key(self, kind: str, **parts: Any) -> str:
+        return artifact_key(kind, VERSION, weights=self.spec.weights_digest, model=self.mc.id, seed=self.seed,
+                            device=self.ctx.device.type, **parts)
+
+    def _store(self, kind: str, key: str, compute, what: str, **labels: Any) -> Artifact | None:
+        got = self.ctx.guarded(f"{what} of {self.mc.id}", lambda: self.ctx.store.get_or_compute(kind, key, compute))
+        if got is None:
+            return None
+        self.ctx.record(got[0], model=self.mc.id, **labels)
+        return got[0]
+
+    def _render_settings(self) -> Dict[str, Any]:
+        p = self.plan.profile
+        return {"profile": p.name, "steps": p.steps, "size": p.size_for(self.spec), "lr": p.lr,
+                "precision": p.precision, "redirected_relu_steps": p.redirected_relu_steps,
+                "batch_size": p.batch_size}
+
+    def _set_steps(self) -> int:
+        """Steps of the diversity sets and negatives: the profile's ``set_steps``, unless the
+        config sets ``steps`` (then everything uses it)."""
+        p = self.plan.profile
+        if self.ctx.config.features.steps is not None or p.set_steps is None:
+            return int(p.steps)
+        return int(p.set_steps)
+
+    @staticmethod
+    def _result_record(res) -> Dict[str, Any]:
+        settings = {k: v for k, v in res.settings.items() if k != "device"}
+        return {"descriptions": list(res.descriptions), "description": res.description,
+                "values": _rounded(res.final_values), "settings": settings}
+
+    # -------------------------------------------------------------------------- pieces
+    def filters(self) -> None:
+        """The first convolution's weights (each filter scaled by its own peak, grey = 0)."""
+        if not self.ctx.config.features.filters:
+            return
+        from generator.methods import featurevis as fv
+
+        def compute():
+            name, conv = fv.first_conv(self.model)
+            kh = int(conv.kernel_size[0])
+            grid = fv.filter_grid(self.model, zoom=max(4, 48 // max(kh, 1)))
+            rec = {"model": self.mc.id, "layer": name, "shape": list(conv.weight.shape),
+                   "in_channels": int(conv.in_channels), "out_channels": int(conv.out_channels)}
+            return rec, {"grid": ("grid.npz", npz_bytes(grid=to_uint8(grid)))}
+
+        self._store("features_filters", self._key("features_filters"), compute, "first-layer filters")
+
+    def galleries(self) -> None:
+        """One image per chosen channel of each layer, the whole layer in one render call."""
+        from generator.methods import featurevis as fv
+
+        for layer in self.plan.layers:
+            chans = self.plan.channels[layer]
+
+            def compute(layer=layer, chans=chans):
+                res = fv.channel_gallery(self.model, self.spec, layer, chans, profile=self.plan.profile, seed=self.seed)
+                rec = {"model": self.mc.id, "layer": layer, "channels": chans,
+                       "layer_channels": self.plan.layer_channels[layer], **self._result_record(res)}
+                return rec, {"images": ("images.npz", npz_bytes(
+                    images=to_uint8(res.images), channels=np.asarray(chans, np.int64),
+                    values=res.final_values.astype(np.float32), trajectory=res.trajectory.astype(np.float32)))}
+
+            key = self._key("features_gallery", layer=layer, channels=chans, settings=self._render_settings())
+            self._store("features_gallery", key, compute, f"gallery {layer}", layer=layer)
+
+    def unit_sets(self) -> None:
+        """Per unit: a diversity set and the negative visualisation (each one batched render
+        over all the layer's chosen channels)."""
+        from generator.methods import featurevis as fv
+
+        feats = self.ctx.config.features
+        for layer in self.plan.layers:
+            chans = self.plan.channels[layer]
+            n = int(feats.diversity)
+            if n > 0:
+                def compute_div(layer=layer, chans=chans, n=n):
+                    # seed + 1: the diversity set must not start from the gallery's noise
+                    res = fv.diversity_set(self.model, self.spec, layer, chans, n=n, profile=self.plan.profile,
+                                           seed=self.seed + 1, steps=self._set_steps())
+                    imgs = to_uint8(res.images)
+                    imgs = imgs.reshape((len(chans), n) + imgs.shape[1:])
+                    rec = {"model": self.mc.id, "layer": layer, "channels": chans, "per_unit": n,
+                           **self._result_record(res)}
+                    return rec, {"images": ("images.npz", npz_bytes(
+                        images=imgs, values=res.final_values.reshape(len(chans), n).astype(np.float32)))}
+
+                key = self._key("features_diversity", layer=layer, channels=chans, n=n,
+                                weight=self.plan.profile.diversity_weight, settings=self._render_settings(),
+                                steps=self._set_steps())
+                self._store("features_diversity", key, compute_div, f"diversity {layer}", layer=layer)
+            if feats.negative:
+                def compute_neg(layer=layer, chans=chans):
+                    res = fv.negative_gallery(self.model, self.spec, layer, chans, profile=self.plan.profile,
+                                              seed=self.seed + 2, steps=self._set_steps())
+                    rec = {"model": self.mc.id, "layer": layer, "channels": chans, **self._result_record(res)}
+                    return rec, {"images": ("images.npz", npz_bytes(
+                        images=to_uint8(res.images), values=res.final_values.astype(np.float32)))}
+
+                key = self._key("features_negative", layer=layer, channels=chans, settings=self._render_settings(),
+                                steps=self._set_steps())
+                self._store("features_negative", key, compute_neg, f"negative {layer}", layer=layer)
+
+    def examples(self) -> None:
+        """Top-activating dataset images per unit (spatial max), their crops around the
+        strongest position, and the deconvnet projection of the strongest one."""
+        if self.dataset is None or self.plan.examples <= 0:
+            return
+        from generator.methods import featurevis as fv
+
+        dataset, spec, dev = self.dataset, self.spec, self.ctx.device
+        for layer in self.plan.layers:
+            chans = self.plan.channels[layer]
+            k = min(self.plan.examples, len(dataset))
+
+            def compute(layer=layer, chans=chans, k=k):
+                display = displayed(spec, dataset, len(dataset))
+                feed = (model_input(spec, display[sl], dev) for sl in batches(len(display), 256))
+                ex = fv.top_activating(self.model, spec, layer, feed, channels=chans, k=k, reduce="max",
+                                       precision="fp32")
+                crops = ex.crops(display)
+                shown = np.unique(ex.indices)
+                rec = {"model": self.mc.id, "layer": layer, "dataset": dataset.id, "channels": chans, "k": k,
+                       "reduce": ex.reduce, "act_hw": list(ex.act_hw), "input_hw": list(ex.input_hw),
+                       "values": np.round(ex.values.astype(np.float64), 5).tolist(),
+                       "items": [[dataset.items[int(i)].id for i in row] for row in ex.indices],
+                       "titles": [[dataset.items[int(i)].title or dataset.items[int(i)].id for i in row]
+                                  for row in ex.indices],
+                       "description": f"spatial {ex.reduce} of channel c of {layer} over {len(dataset)} "
+                                      f"images of {dataset.id}; top {k} per channel"}
+                return rec, {"examples": ("examples.npz", npz_bytes(
+                    values=ex.values.astype(np.float32), indices=ex.indices.astype(np.int64),
+                    positions=ex.positions.astype(np.int64), boxes=ex.boxes(), crops=crops,
+                    shown=shown.astype(np.int64), thumbs=display[shown]))}
+
+            key = self._key("features_examples", layer=layer, channels=chans, k=k, data=dataset.digest(),
+                            preprocessing=[spec.input_size, spec.resize, spec.interpolation, spec.mean, spec.std])
+            art = self._store("features_examples", key, compute, f"dataset examples {layer}", layer=layer,
+                              dataset=dataset.id)
+            if art is not None:
+                self.examples_by_layer[layer] = art
+                if self.ctx.config.features.deconvnet:
+                    self._deconv(layer, art)
+
+    def _deconv(self, layer: str, examples: Artifact) -> None:
+        from generator.methods import featurevis as fv
+
+        dataset, spec = self.dataset, self.spec
+
+        def compute():
+            arrays = examples.load_npz("examples")
+            top = arrays["indices"][:, 0]
+            pos = arrays["positions"][:, 0]
+            boxes = arrays["boxes"][:, 0]
+            display = displayed(spec, dataset, len(dataset))
+            x = model_input(spec, display[top], self.ctx.device)
+            chans = examples.record["channels"]
+            proj = fv.deconv_projection(self.model, layer, x, chans, pos)
+            images = np.stack([fv.projection_image(p) for p in proj])
+            crops = np.stack([images[j, t:b, l:r] for j, (t, l, b, r) in enumerate(boxes)])
+            rec = {"model": self.mc.id, "layer": layer, "dataset": dataset.id, "channels": chans,
+                   "items": [dataset.items[int(i)].id for i in top], "positions": pos.tolist(),
+                   "peaks": _rounded(np.abs(proj).reshape(len(chans), -1).max(axis=1), 6),
+                   "description": "gradient of the unit's activation at its arg-max position on its top "
+                                  "dataset example, every ReLU rectifying the backward signal (deconvnet)"}
+            return rec, {"projections": ("projections.npz", npz_bytes(images=images, crops=crops))}
+
+        key = self._key("features_deconv", layer=layer, examples=examples.key)
+        self._store("features_deconv", key, compute, f"deconvnet {layer}", layer=layer, dataset=dataset.id)
+
+    def classes(self) -> None:
+        """One image per chosen class maximising its logit."""
+        if not self.plan.classes:
+            return
+        from generator.methods import featurevis as fv
+
+        classes = list(self.plan.classes)
+
+        def compute():
+            res = fv.class_visualisations(self.model, self.spec, classes, profile=self.plan.profile,
+                                          seed=self.seed + 3)
+            rec = {"model": self.mc.id, "classes": classes, "names": [self.spec.class_names[c] for c in classes],
+                   "source": "configured" if self.mc.id in self.ctx.config.features.classes else "predicted",
+                   "dataset": self.plan.dataset_id, **self._result_record(res)}
+            return rec, {"images": ("images.npz", npz_bytes(images=to_uint8(res.images),
+                                                            values=res.final_values.astype(np.float32)))}
+
+        key = self._key("features_classes", classes=classes, settings=self._render_settings())
+        self._store("features_classes", key, compute, "class visualisations")
+
+    def deepdream(self) -> None:
+        """Each photo dreamed at each DeepDream layer (rows shallow to deep)."""
+        if self.dataset is None or self.plan.dream_images <= 0 or not self.plan.dream_layers:
+            return
+        from generator.methods import featurevis as fv
+
+        dataset, spec, prof = self.dataset, self.spec, self.plan.profile
+        n, size, layers = self.plan.dream_images, self.plan.dream_size, list(self.plan.dream_layers)
+        # the jitter Lucid uses at 224 px, scaled to the dream size
+        jitter = max(1, round(16 * size / 224))
+
+        def compute():
+            display = displayed(spec, dataset, n)
+            photos = torch.as_tensor(display, dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+            if photos.shape[-1] != size:
+                photos = F.interpolate(photos, size=(size, size), mode="bilinear", align_corners=False,
+                                       antialias=True).clamp(0, 1)
+            dreams = fv.deepdream(self.model, spec, photos, layers, steps=prof.deepdream_steps,
+                                  octaves=prof.deepdream_octaves, jitter=jitter, seed=self.seed,
+                                  precision=prof.precision)
+            stack = np.stack([to_uint8(dreams[l]) for l in layers])  # (layers, N, H, W, C)
+            originals = to_uint8(photos.permute(0, 2, 3, 1).numpy())
+            rec = {"model": self.mc.id, "dataset": dataset.id, "layers": layers,
+                   "items": [it.id for it in dataset.items[:n]],
+                   "titles": [it.title or it.id for it in dataset.items[:n]], "size": size,
+                   "steps": prof.deepdream_steps, "octaves": prof.deepdream_octaves, "jitter": jitter,
+                   "descriptions": [f"layer({l}): mean squared activation of {l}" for l in layers]}
+            return rec, {"dreams": ("dreams.npz", npz_bytes(dreams=stack, originals=originals))}
+
+        key = self._key("features_deepdream", layers=layers, images=n, size=size, data=dataset.digest(),
+                        steps=prof.deepdream_steps, octaves=prof.deepdream_octaves, precision=prof.precision)
+        self._store("features_deepdream", key, compute, "DeepDream", dataset=dataset.id)
