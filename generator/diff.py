@@ -159,8 +159,61 @@ def diff_reports(base_path: Path, head_path: Path) -> ReportDiff:
     return result
 
 
-# Other dimensions add functions ``(base_manifest, head_manifest) -> [ {title, changed, lines: [...]} ]``.
-SECTION_COMPARATORS: List[Any] = []
+def compare_feature_visualisations(base: Manifest, head: Manifest, top: int = 5) -> List[Dict[str, Any]]:
+    """Per model and layer, the units whose visualisation changed most (mean absolute pixel
+    difference in [0, 1], and the change of the objective value)."""
+    out = []
+    for art_b in head.find("features_gallery"):
+        rec_b = art_b.record
+        art_a = base.one("features_gallery", model=rec_b["model"], layer=rec_b["layer"])
+        title = f"Feature visualisations: {rec_b['model']} {rec_b['layer']}"
+        if art_a is None:
+            out.append({"title": title, "changed": True, "lines": ["new in HEAD"], "units": []})
+            continue
+        a, b = art_a.load_npz("images"), art_b.load_npz("images")
+        common = [c for c in b["channels"].tolist() if c in a["channels"].tolist()]
+        units = []
+        for c in common:
+            i, j = a["channels"].tolist().index(c), b["channels"].tolist().index(c)
+            if a["images"][i].shape != b["images"][j].shape:
+                continue
+            diff = float(np.abs(a["images"][i].astype(np.float32) - b["images"][j].astype(np.float32)).mean() / 255)
+            units.append({"unit": int(c), "pixel_change": round(diff, 4),
+                          "objective_base": round(float(a["values"][i]), 4),
+                          "objective_head": round(float(b["values"][j]), 4)})
+        units.sort(key=lambda u: -u["pixel_change"])
+        changed = any(u["pixel_change"] > 0 for u in units)
+        lines = [f"unit {u['unit']}: pixels changed {100 * u['pixel_change']:.1f}%, objective "
+                 f"{u['objective_base']:.3g} → {u['objective_head']:.3g}" for u in units[:top] if u["pixel_change"] > 0]
+        out.append({"title": title, "changed": changed, "lines": lines or ["no unit changed"], "units": units})
+    return out
+
+
+def compare_decision_sets(base: Manifest, head: Manifest) -> List[Dict[str, Any]]:
+    """Rules added and removed, and the change of fidelity, per model and dataset."""
+    out = []
+    for art_b in head.find("data_surrogate"):
+        rec_b = art_b.record
+        art_a = base.one("data_surrogate", model=rec_b.get("model"), dataset=rec_b.get("dataset"))
+        title = f"Decision set: {rec_b.get('model')} on {rec_b.get('dataset')}"
+        if art_a is None:
+            out.append({"title": title, "changed": True, "lines": ["new in HEAD"]})
+            continue
+        rules_a = [r["text"] for r in art_a.record.get("rules", [])]
+        rules_b = [r["text"] for r in rec_b.get("rules", [])]
+        added = [r for r in rules_b if r not in rules_a]
+        removed = [r for r in rules_a if r not in rules_b]
+        fid = [m.get("metrics", {}).get("ids", {}).get("held_out", {}).get("fidelity") for m in (art_a.record, rec_b)]
+        lines = [f"added: {r}" for r in added] + [f"removed: {r}" for r in removed]
+        if fid[0] is not None and fid[1] is not None and fid[0] != fid[1]:
+            lines.append(f"fidelity {100 * fid[0]:.1f}% → {100 * fid[1]:.1f}%")
+        out.append({"title": title, "changed": bool(added or removed or fid[0] != fid[1]),
+                    "lines": lines or ["same rules"]})
+    return out
+
+
+# Each returns ``[{title, changed, lines: [...]}]`` for one dimension of the two reports.
+SECTION_COMPARATORS: List[Any] = [compare_feature_visualisations, compare_decision_sets]
 
 
 def _pct(v: Optional[float]) -> str:

@@ -70,3 +70,46 @@ def test_map_similarity_reference_values():
     b = np.array([[1.0, 20.0], [30.0, 400.0]])  # same order, different values
     sim = map_similarity(a, b)
     assert sim["spearman"] == 1.0 and sim["pearson"] < 0.99
+
+
+def _fake_report(root: Path, gallery: np.ndarray, values: np.ndarray, rules: list, fidelity: float) -> Path:
+    """A report folder with one feature-visualisation gallery and one decision set."""
+    import json
+
+    from generator.artifacts.store import ArtifactStore, artifact_key, npz_bytes
+
+    store = ArtifactStore(root / "artifacts")
+    g, _ = store.get_or_compute("features_gallery", artifact_key("g", "1", v=root.name), lambda: (
+        {"model": "m", "layer": "l1"},
+        {"images": ("images.npz", npz_bytes(images=gallery, channels=np.array([3, 7]), values=values))}))
+    d, _ = store.get_or_compute("data_surrogate", artifact_key("d", "1", v=root.name), lambda: (
+        {"model": "m", "dataset": "d", "rules": [{"text": r} for r in rules],
+         "metrics": {"ids": {"held_out": {"fidelity": fidelity}}}}, {}))
+    entries = [{"kind": a.kind, "key": a.key, "path": str(a.path.relative_to(store.root)), **labels}
+               for a, labels in ((g, {"model": "m", "layer": "l1"}), (d, {"model": "m", "dataset": "d"}))]
+    (root / "manifest.json").write_text(json.dumps({"models": ["m"], "datasets": ["d"], "pairs": [],
+                                                    "artifacts": entries}))
+    return root
+
+
+def test_feature_visualisation_and_decision_set_changes(tmp_path: Path):
+    from generator.diff import compare_decision_sets, compare_feature_visualisations
+    from generator.render.manifest import Manifest
+
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    changed = images.copy()
+    changed[1] = 255  # unit 7 changes completely, unit 3 not at all
+    base = _fake_report(tmp_path / "base", images, np.array([1.0, 2.0]), ["if a then x", "if b then y"], 0.5)
+    head = _fake_report(tmp_path / "head", changed, np.array([1.0, 3.0]), ["if a then x", "if c then y"], 0.6)
+    a, b = Manifest.load(base), Manifest.load(head)
+    (fv,) = compare_feature_visualisations(a, b)
+    assert fv["changed"] and fv["units"][0] == {"unit": 7, "pixel_change": 1.0, "objective_base": 2.0,
+                                                "objective_head": 3.0}
+    assert fv["units"][1]["unit"] == 3 and fv["units"][1]["pixel_change"] == 0.0
+    (ds,) = compare_decision_sets(a, b)
+    assert ds["changed"] and "added: if c then y" in ds["lines"] and "removed: if b then y" in ds["lines"]
+    assert "fidelity 50.0% → 60.0%" in ds["lines"]
+    same = compare_decision_sets(a, a)[0]
+    assert not same["changed"] and not compare_feature_visualisations(a, a)[0]["changed"]
+    diff = diff_reports(base, head)
+    assert diff.changed and "Decision set" in summary_markdown(diff)
