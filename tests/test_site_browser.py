@@ -55,6 +55,11 @@ def test_every_page_loads_without_errors(default_site: Path):
             errors.clear()
             url = f"{base}/{rel}"
             page.goto(url, wait_until="load")
+            # Gallery images load lazily: ask for all of them now and wait until each settles.
+            page.evaluate("""() => Promise.all([...document.images].map(img => {
+                img.loading = 'eager';
+                return img.complete ? null : new Promise(done => { img.onload = img.onerror = done; });
+            }))""")
             broken = page.eval_on_selector_all(
                 "img", "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))")
             if broken:
