@@ -22,6 +22,10 @@ def displayed(spec: ModelSpec, dataset: Dataset, limit: int) -> np.ndarray:
     return _CACHE[key]
 
 
+def clear_input_cache() -> None:
+    _CACHE.clear()
+
+
 def model_input(spec: ModelSpec, display: np.ndarray, device: torch.device) -> torch.Tensor:
     return normalise(display, spec, device)
 

@@ -14,6 +14,7 @@ from generator.config import ModelConfig, ReportConfig
 from generator.data.sources import load_dataset
 from generator.models.sources import LoadContext, ModelRequest, load_model
 from generator.pipeline.context import RunContext, select_device
+from generator.pipeline.inputs import clear_input_cache
 from generator.pipeline.progress import Progress, RunSummary
 from generator.pipeline.stages import Stage, discover
 from generator.pipeline.validate import validate_names
@@ -75,8 +76,6 @@ def _dataset_artifact(ctx: RunContext, ds) -> None:
     key = artifact_key("dataset", "1", data=ds.digest(), thumbs=thumbs, skipped=ds.skipped)
 
     def compute():
-        from generator.data.imageio import to_uint8  # noqa: F401  (pixels are already uint8)
-
         pixels = {f"img_{i}": ds.items[i].pixels for i in range(thumbs)}
         return ds.summary(), {"summary": ("summary.json", json_bytes(ds.summary())),
                               "thumbs": ("thumbs.npz", npz_bytes(**pixels, ids=np.array([it.id for it in ds.items[:thumbs]])))}
@@ -115,6 +114,7 @@ def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummar
     """Compute every artifact the config asks for (reusing stored ones) and write the manifest."""
     started = time.perf_counter()
     validate_names(config)
+    clear_input_cache()  # displayed inputs are shared between the stages of one run only
     torch.manual_seed(config.seed)
     work = config.work_dir
     store = ArtifactStore(work / "artifacts")
