@@ -14,6 +14,11 @@ class ImageReadError(ValueError):
     """A file that is not a readable image; the message names the file."""
 
 
+def unit_to_uint8(images: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] (any shape) -> uint8, rounded: the values a PNG of them holds."""
+    return np.clip(np.asarray(images, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     """Scale an integer or float array into uint8 ``H x W x C`` (C = 1 or 3)."""
     arr = np.asarray(pixels)

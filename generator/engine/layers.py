@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import List
 
+import torch
 from torch import nn
 
 
@@ -33,3 +34,12 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         f"layer {name!r} not found in {type(model).__name__}{hint} "
         f"(top-level layers: {', '.join(n for n in known if '.' not in n)})"
     )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model with neither)."""
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")

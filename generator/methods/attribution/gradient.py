@@ -26,8 +26,21 @@ def _gradients(method: AttributionMethod, x: torch.Tensor, target: torch.Tensor)
     return grads, torch.cat(logits)
 
 
+class _FromInputGradient(AttributionMethod):
+    """Methods computed from one input gradient; ``attribute_many`` shares that gradient."""
+
+    shares = "gradient"
+
+    def _attribute(self, x, target):
+        grads, logits = _gradients(self, x, target)
+        return self.from_gradient(x, target, grads, logits)
+
+    def from_gradient(self, x, target, grads, logits):
+        raise NotImplementedError
+
+
 @register
-class Saliency(AttributionMethod):
+class Saliency(_FromInputGradient):
     """Saliency: the gradient of the class score with respect to the input pixels.
 
     Simonyan, Vedaldi & Zisserman 2014, "Deep Inside Convolutional Networks". The gradient is
@@ -42,16 +55,12 @@ class Saliency(AttributionMethod):
     reduction = "max_abs"
     shares = "gradient"
 
-    def _attribute(self, x, target):
-        grads, logits = _gradients(self, x, target)
-        return self.from_gradient(x, target, grads, logits)
-
     def from_gradient(self, x, target, grads, logits):
         return self._result(reduce_channels(grads, "max_abs"), target, grads)
 
 
 @register
-class GradientXInput(AttributionMethod):
+class GradientXInput(_FromInputGradient):
     """Gradient x input: the gradient multiplied elementwise by the model input.
 
     Shrikumar et al. 2016 ("Not Just a Black Box"). It equals a one-step integrated gradient
@@ -65,10 +74,6 @@ class GradientXInput(AttributionMethod):
     signed = True
     reduction = "sum"
     shares = "gradient"
-
-    def _attribute(self, x, target):
-        grads, logits = _gradients(self, x, target)
-        return self.from_gradient(x, target, grads, logits)
 
     def from_gradient(self, x, target, grads, logits):
         raw = grads * x.float()

@@ -27,19 +27,11 @@ import torch
 from torch import nn
 
 from generator.engine.hooks import capture_activations, hooks_removed_after, run_until_stopped
-from generator.engine.layers import get_layer
+from generator.engine.layers import get_layer, model_device
 
 # readout(idx, shape) -> (len(idx), *shape): the weights V_i of objectives ``idx`` over the
 # target (logits or the upper layer's activation) of one image, ``shape`` = target.shape[1:].
 Readout = Callable[[torch.Tensor, Tuple[int, ...]], torch.Tensor]
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def check_eval(model: nn.Module) -> None:

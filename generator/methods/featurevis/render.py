@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from generator.engine.hooks import capture_activations, hooks_removed_after, run_until_stopped
-from generator.engine.layers import get_layer
+from generator.engine.layers import get_layer, model_device
 
 from .objectives import OUTPUT, Objective, as_objective
 from .param import ImageParam, Normalizer, make_param
@@ -174,14 +174,6 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
     if precision in ("fp16", "float16"):
         return torch.float16
     raise ValueError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 class _Forward:

@@ -24,6 +24,7 @@ import torch
 
 from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
 from generator.config import ModelConfig
+from generator.data.imageio import unit_to_uint8
 from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
 from generator.pipeline.stages import Stage, register_stage
@@ -84,7 +85,7 @@ def _units(config) -> int:
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Feature-visualisation images in [0, 1] (N, H, W, C) -> uint8 RGB."""
-    out = (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
+    out = unit_to_uint8(images)
     return np.repeat(out, 3, axis=3) if out.shape[3] == 1 else out
 
 

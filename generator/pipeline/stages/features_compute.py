@@ -17,15 +17,11 @@ import torch.nn.functional as F
 from generator.artifacts.store import Artifact, artifact_key, npz_bytes
 from generator.config import ModelConfig
 from generator.engine.preprocess import batches
+from generator.data.imageio import unit_to_uint8 as to_uint8
 from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
 
 VERSION = "1"
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[0, 1] floats -> uint8, rounded (the values a PNG would hold)."""
-    return np.clip(np.asarray(images, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _rounded(values: np.ndarray, digits: int = 5) -> List[float]:
