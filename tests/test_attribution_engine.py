@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from generator.engine import batching
 from generator.engine.batching import run_chunked
 from generator.engine.canonizers import BatchNormFolder, ResidualCanonizer, canonized
 from generator.engine.rules import GuidedBackpropRule, RELU_LIKE, rules_applied, rules_by_type
@@ -198,3 +199,32 @@ def test_cam_segmentation():
     torch.testing.assert_close(seg["area"][:, 0], torch.tensor([13 / 100, 12 / 100]))
     big = cam_segmentation(cam, thresholds=(0.4,), largest_component=True)
     assert big["boxes"][0, 0].tolist() == [3, 2, 6, 4]
+
+
+def test_fast_layout_leaves_cpu_tensors_alone():
+    x = torch.randn(2, 3, 8, 8)
+    assert batching.fast_layout(x) is x
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_channels_last_forward_matches_nchw(monkeypatch):
+    """Occlusion and deletion curves run channels-last on CUDA; the values must not change."""
+    import torchvision
+
+    from generator.evaluation import deletion_insertion
+
+    model = torchvision.models.resnet18(weights=None).eval().cuda()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+    t = torch.tensor([1, 7], device="cuda")
+    maps = {"random": torch.rand(2, 64, 64, device="cuda")}
+    results = {}
+    for flag in (False, True):
+        monkeypatch.setattr(batching, "CHANNELS_LAST_ON_CUDA", flag)
+        occ = ATTRIBUTION_METHODS.get("occlusion")(model, None, window=16, stride=8).attribute(x, t).maps
+        curves = deletion_insertion(model, x, maps, t, steps=5, modes=("deletion",))["deletion"]["curves"]["random"]
+        results[flag] = (occ, curves)
+    # fp32 convolutions may pick different (TF32) kernels per layout: equal to float tolerance
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=2e-2, atol=2e-3)
+    assert sum(p.is_contiguous() for p in model.parameters()) == len(list(model.parameters()))

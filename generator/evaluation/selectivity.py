@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..engine.batching import autocast_for, eval_mode, run_chunked, select_target
+from ..engine.batching import autocast_for, eval_mode, fast_layout, run_chunked, select_target
 
 
 def auc(curves: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,7 @@ def deletion_insertion(
                 changed = ranks[m_idx, b_idx] < counts[s_idx].view(-1, 1)  # (n,HW)
                 imgs = torch.where(changed.view(-1, 1, H, W), end[b_idx], start[b_idx])
                 with torch.inference_mode(), autocast_for(x.device, precision):
-                    out = model(imgs).float()
+                    out = model(fast_layout(imgs)).float()
                 if output == "probability":
                     out = out.softmax(1)
                 scores[a:b] = select_target(out, target[b_idx])

@@ -102,12 +102,13 @@ class _NoiseAveraged(AttributionMethod):
         """Methods with equal keys see the same noisy inputs and can share their gradients."""
         return (int(self.params["n_samples"]), float(self.params["noise_level"]), int(self.params["seed"]))
 
-    def noise_statistics(self, x, target):
-        """Sum and sum of squares of the gradients over the noisy copies, (B,C,H,W) each."""
+    def noise_statistics(self, x, target, squares: bool = True):
+        """Sum and sum of squares of the gradients over the noisy copies, (B,C,H,W) each
+        (the squares only when ``squares``: plain SmoothGrad does not need them)."""
         B = x.shape[0]
         S = int(self.params["n_samples"])
         total = torch.zeros_like(x, dtype=torch.float32)
-        total_sq = torch.zeros_like(x, dtype=torch.float32)
+        total_sq = torch.zeros_like(x, dtype=torch.float32) if squares else None
         cache = {}
 
         def noise_for(s: int) -> torch.Tensor:
@@ -126,13 +127,14 @@ class _NoiseAveraged(AttributionMethod):
             noisy = torch.cat(parts)
             g, _ = input_gradient(self.model, noisy.to(x.dtype), target[b_idx], self.precision)
             total.index_add_(0, b_idx, g)
-            total_sq.index_add_(0, b_idx, g * g)
+            if total_sq is not None:
+                total_sq.index_add_(0, b_idx, g * g)
 
         run_chunked(B * S, self.max_batch, chunk)
         return total, total_sq
 
     def _attribute(self, x, target):
-        return self.from_statistics(x, target, *self.noise_statistics(x, target))
+        return self.from_statistics(x, target, *self.noise_statistics(x, target, squares=self.statistic != "mean"))
 
     def from_statistics(self, x, target, total, total_sq):
         S = int(self.params["n_samples"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...engine.batching import autocast_for, run_chunked, select_target
+from ...engine.batching import autocast_for, fast_layout, run_chunked, select_target
 from .base import AttributionMethod, register
 
 
@@ -51,7 +51,7 @@ class Occlusion(AttributionMethod):
 
         def score(inputs, tgt):
             with torch.inference_mode(), autocast_for(x.device, self.precision):
-                out = self.model(inputs).float()
+                out = self.model(fast_layout(inputs)).float()
             if self.params["output"] == "probability":
                 out = out.softmax(1)
             return select_target(out, tgt)
