@@ -133,3 +133,17 @@ def test_project_fashion_cnn_gallery():
     res = fv.channel_gallery(model, gray_spec(), "relu2", profile=prof)
     assert res.images.shape == (3, 28, 28, 1)
     assert res.descriptions == ["channel(relu2, 0)", "channel(relu2, 32)", "channel(relu2, 63)"]
+
+
+def test_deconv_projection_chunks_equal_one_batch():
+    """Chunking bounds memory; each projection is independent of the others in its batch."""
+    model = toy_cnn()
+    names = [n for n, m in model.named_children() if isinstance(m, torch.nn.ReLU)]
+    torch.manual_seed(3)
+    x = torch.randn(7, 3, 32, 32)
+    chans = [0, 1, 2, 3, 0, 1, 2]
+    pos = [(i % 4, (2 * i) % 5) for i in range(7)]
+    whole = fv.deconv_projection(model, names[-1], x, chans, pos, max_batch=64)
+    chunked = fv.deconv_projection(model, names[-1], x, chans, pos, max_batch=3)
+    assert whole.shape == (7, 32, 32, 3) and np.abs(whole).max() > 0
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-7)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from generator.engine.batching import run_chunked
 from generator.engine.hooks import capture_activations, run_until_stopped
 from generator.engine.layers import get_layer
 from generator.engine.rules import RELU_LIKE, DeconvnetRule, rules_applied, rules_by_type
@@ -31,32 +32,43 @@ def deconv_projection(
     inputs: torch.Tensor,
     channels: Sequence[int],
     positions: Sequence[Sequence[int]],
+    *,
+    max_batch: int = 32,
 ) -> np.ndarray:
     """Project ``channels[i]``'s activation at ``positions[i]`` (y, x) on ``inputs[i]`` back to
     the input; returns (N, H, W, C) float32, signed (the model input's space).
 
-    ``inputs`` are model inputs (normalised), one per projection, all in one batch: images
-    in eval mode are independent, so the sum of the selected activations has per-image
-    gradients equal to each activation's own. The forward pass stops at ``layer``.
+    ``inputs`` are model inputs (normalised), one per projection, in chunks of ``max_batch``
+    (halved on CUDA out-of-memory): images in eval mode are independent, so the sum of the
+    selected activations has per-image gradients equal to each activation's own. The forward
+    pass stops at ``layer``. Chunks bound the memory: a whole layer's units at 224 px in one
+    batch kept tens of GB of autograd graph alive (every channel of EfficientNet-Lite0's
+    ``blocks.6`` is 320 projections).
     """
     dev = model_device(model)
-    x = inputs.to(dev, torch.float32).clone().requires_grad_(True)
-    n = x.shape[0]
+    n = inputs.shape[0]
     if not (len(channels) == len(positions) == n):
         raise ValueError(f"need one channel and position per input: {len(channels)}, {len(positions)}, {n}")
+    ch = torch.as_tensor([int(c) for c in channels], device=dev)
+    ys = torch.as_tensor([int(p[0]) for p in positions], device=dev)
+    xs = torch.as_tensor([int(p[1]) for p in positions], device=dev)
+    out = np.empty((n, inputs.shape[2], inputs.shape[3], inputs.shape[1]), np.float32)
     with frozen_model(model), rules_applied(model, rules_by_type(model, [(RELU_LIKE, DeconvnetRule())])), \
             capture_activations(model, {layer: get_layer(model, layer)}, keep_graph=True, stop_after=[layer]) as store:
-        run_until_stopped(model, x)
-        act = store[layer]
-        if act.dim() == 2:
-            act = act[:, :, None, None]
-        idx = torch.arange(n, device=dev)
-        ch = torch.as_tensor([int(c) for c in channels], device=dev)
-        ys = torch.as_tensor([int(p[0]) for p in positions], device=dev)
-        xs = torch.as_tensor([int(p[1]) for p in positions], device=dev)
-        selected = act[idx, ch, ys, xs]
-        (grad,) = torch.autograd.grad(selected.sum(), x)
-    return grad.permute(0, 2, 3, 1).detach().float().cpu().numpy()
+
+        def chunk(a: int, b: int) -> None:
+            x = inputs[a:b].to(dev, torch.float32).clone().requires_grad_(True)
+            store.clear()
+            run_until_stopped(model, x)
+            act = store.pop(layer)
+            if act.dim() == 2:
+                act = act[:, :, None, None]
+            selected = act[torch.arange(b - a, device=dev), ch[a:b], ys[a:b], xs[a:b]]
+            (grad,) = torch.autograd.grad(selected.sum(), x)
+            out[a:b] = grad.permute(0, 2, 3, 1).detach().float().cpu().numpy()
+
+        run_chunked(n, max_batch, chunk)
+    return out
 
 
 def projection_image(projection: np.ndarray) -> np.ndarray:
