@@ -96,3 +96,26 @@ def test_render_without_run_says_what_to_do(tmp_path: Path, tiny_report: Path):
 
     with pytest.raises(ManifestMissing, match="modelcard run"):
         render_site(load_config(tiny_report))
+
+
+def test_site_images_jpeg_for_photographic_png_for_small(tmp_path: Path):
+    from PIL import Image
+
+    from generator.render.images import picture_suffix, save_image
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    assert picture_suffix(big) == ".jpg" and picture_suffix(small) == ".png"
+    save_image(tmp_path / "a.jpg", big)
+    save_image(tmp_path / "b.jpg", big)
+    save_image(tmp_path / "s.png", small)
+    assert (tmp_path / "a.jpg").read_bytes() == (tmp_path / "b.jpg").read_bytes()  # deterministic
+    with Image.open(tmp_path / "a.jpg") as im:
+        assert im.format == "JPEG" and im.size == (96, 96)
+        # quality 90 without chroma subsampling stays close to the pixels
+        assert np.abs(np.asarray(im, dtype=int) - big.astype(int)).mean() < 12
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.format == "PNG" and np.array_equal(np.asarray(im), small[:, :, 0])
+    with pytest.raises(ValueError, match="gif"):
+        save_image(tmp_path / "c.gif", big)

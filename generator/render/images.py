@@ -84,9 +84,40 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_png(path: Path, pixels: np.ndarray) -> None:
-    """Write a PNG unless an identical file is there (keeps mtimes stable between renders)."""
-    data = png_bytes(pixels)
+def jpeg_bytes(pixels: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG without chroma subsampling (colour detail of feature visualisations survives);
+    the encoder is deterministic, so identical pixels give identical files."""
+    arr = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="JPEG", quality=quality, subsampling=0,
+                                                    optimize=True)
+    return buf.getvalue()
+
+
+#: Image files the site writes, by suffix.
+ENCODERS = {".png": png_bytes, ".jpg": jpeg_bytes}
+
+#: Images at least this many pixels on their short side are photographic in character
+#: (feature visualisations, photos, deconvnet projections at 224 px) and go out as JPEG: a
+#: 224 px visualisation is about 110 KB as PNG and a quarter of that as JPEG, which decides
+#: whether a GPU build's site (every channel of every stage) is a few hundred MB or a GB.
+#: Smaller ones are nearest-neighbour upscales whose hard pixel edges stay lossless PNG.
+PHOTO_MIN_SIDE = 64
+
+
+def picture_suffix(pixels: np.ndarray) -> str:
+    """'.jpg' for photographic images, '.png' for small (upscaled) ones."""
+    return ".jpg" if min(pixels.shape[:2]) >= PHOTO_MIN_SIDE else ".png"
+
+
+def save_image(path: Path, pixels: np.ndarray) -> None:
+    """Write the image in the format its suffix names (.png or .jpg) unless an identical
+    file is there (keeps mtimes stable between renders)."""
+    try:
+        encode = ENCODERS[path.suffix.lower()]
+    except KeyError:
+        raise ValueError(f"{path}: image files must end in {' or '.join(ENCODERS)}") from None
+    data = encode(pixels)
     if path.exists() and path.read_bytes() == data:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,17 +67,25 @@ class SiteWriter:
         self.assets: set = set()
         self.refs: Dict[str, str] = {}
         self.scripts: List[str] = []  # site-relative JavaScript files every page loads
+        self.stylesheets: List[str] = []  # site-relative CSS files every page loads
+
+    def _ship(self, rel: str, source: Path, loaded_by_every_page: List[str]) -> str:
+        target = self.docs / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_bytes() != Path(source).read_bytes():
+            shutil.copyfile(source, target)
+        self.assets.add(rel)
+        if rel not in loaded_by_every_page:
+            loaded_by_every_page.append(rel)
+        return rel
 
     def script(self, rel: str, source: Path) -> str:
         """Ship a JavaScript file (copied from ``source``) and load it on every page."""
-        target = self.docs / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists() or target.read_bytes() != source.read_bytes():
-            shutil.copyfile(source, target)
-        self.assets.add(rel)
-        if rel not in self.scripts:
-            self.scripts.append(rel)
-        return rel
+        return self._ship(rel, source, self.scripts)
+
+    def stylesheet(self, rel: str, source: Path) -> str:
+        """Ship a CSS file (copied from ``source``) and load it on every page."""
+        return self._ship(rel, source, self.stylesheets)
 
     def ref(self, name: str, rel: str) -> None:
         """Offer ``rel`` to hand-written pages as ``modelcard:<name>``."""
@@ -90,7 +98,7 @@ class SiteWriter:
         self.pages[rel] = text
 
     def image(self, rel: str, pixels: np.ndarray) -> str:
-        img.save_png(self.docs / rel, pixels)
+        img.save_image(self.docs / rel, pixels)
         self.assets.add(rel)
         return rel
 
@@ -129,6 +137,7 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
             path.unlink()
     docs.mkdir(parents=True, exist_ok=True)
     writer = SiteWriter(docs, environment())
+    writer.stylesheet("assets/modelcard.css", TEMPLATES / "assets" / "modelcard.css")
     site = SiteContext(config=config, manifest=manifest, writer=writer)
     sections: Dict[str, List[Any]] = {}
     order: List[str] = []
@@ -156,7 +165,7 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
         nav.append(nav.pop(run_index))
     writer.flush()
     _prune(docs, writer)
-    mkdocs_file = _write_mkdocs_config(config, docs, nav, writer.scripts)
+    mkdocs_file = _write_mkdocs_config(config, docs, nav, writer.scripts, writer.stylesheets)
     if build:
         _mkdocs_build(mkdocs_file, config.site_dir, strict)
     return config.site_dir
@@ -167,8 +176,8 @@ def _prune(docs: Path, writer: SiteWriter) -> None:
     gen = docs / "assets" / "gen"
     if not gen.exists():
         return
-    for path in gen.rglob("*.png"):
-        if str(path.relative_to(docs)) not in writer.assets:
+    for path in gen.rglob("*"):
+        if path.suffix in img.ENCODERS and str(path.relative_to(docs)) not in writer.assets:
             path.unlink()
 
 
@@ -221,7 +230,8 @@ def _escape_nav(nav: Any) -> Any:
     return nav
 
 
-def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any], scripts: List[str]) -> Path:
+def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any], scripts: List[str],
+                         stylesheets: List[str] = ()) -> Path:
     base = yaml.safe_load(BASE_MKDOCS.read_text()) if BASE_MKDOCS.exists() else {}
     base.update({"site_name": html.escape(config.title, quote=False), "docs_dir": str(docs.resolve()),
                  "nav": _escape_nav(nav),
@@ -231,6 +241,8 @@ def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any], scrip
     extensions.append({"pymdownx.snippets": {"base_path": [str(PROJECT_ROOT)], "check_paths": True}})
     if scripts:
         base["extra_javascript"] = list(base.get("extra_javascript", [])) + scripts
+    if stylesheets:
+        base["extra_css"] = list(base.get("extra_css", [])) + list(stylesheets)
     if config.description:
         base["site_description"] = html.escape(config.description)
     path = config.work_dir / "mkdocs.yml"

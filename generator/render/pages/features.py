@@ -20,8 +20,9 @@ from generator.render.text import slug
 THUMB = 112  # px: smallest side of a shown visualisation (28 px renders are enlarged)
 
 
-def _png(site: SiteContext, rel: str, pixels: np.ndarray, min_side: int = THUMB) -> str:
-    return site.writer.image(rel, img.upscale(pixels, min_side))
+def _picture(site: SiteContext, stem: str, pixels: np.ndarray, min_side: int = THUMB) -> str:
+    """Write ``stem`` + .jpg (photographic, >= 64 px) or .png (small, upscaled); returns the path."""
+    return site.writer.image(stem + img.picture_suffix(pixels), img.upscale(pixels, min_side))
 
 
 def _one(site: SiteContext, kind: str, **labels: Any):
@@ -43,7 +44,7 @@ def _gallery(site: SiteContext, model_id: str, base: str, art) -> Dict[str, Any]
     layer = rec["layer"]
     units = []
     for j, c in enumerate(rec["channels"]):
-        path = _png(site, f"assets/gen/{art.key}/c{int(c)}.png", arrays["images"][j])
+        path = _picture(site, f"assets/gen/{art.key}/c{int(c)}", arrays["images"][j])
         site.writer.ref(f"features/{model_id}/{layer}/{int(c)}", path)
         units.append({"channel": int(c), "image": path, "value": rec["values"][j],
                       "description": rec["descriptions"][j], "page": unit_page(base, layer, c)})
@@ -60,7 +61,7 @@ def _unit_sets(site: SiteContext, model_id: str, layer: str) -> Dict[int, Dict[s
         n = div.record["per_unit"]
         for j, c in enumerate(div.record["channels"]):
             out.setdefault(int(c), {})["diversity"] = {
-                "images": [_png(site, f"assets/gen/{div.key}/c{int(c)}-{r}.png", arrays["images"][j, r]) for r in range(n)],
+                "images": [_picture(site, f"assets/gen/{div.key}/c{int(c)}-{r}", arrays["images"][j, r]) for r in range(n)],
                 "values": [float(v) for v in arrays["values"][j]],
                 "description": div.record["descriptions"][j * n]}
     neg = _one(site, "features_negative", model=model_id, layer=layer)
@@ -68,7 +69,7 @@ def _unit_sets(site: SiteContext, model_id: str, layer: str) -> Dict[int, Dict[s
         arrays = neg.load_npz("images")
         for j, c in enumerate(neg.record["channels"]):
             out.setdefault(int(c), {})["negative"] = {
-                "image": _png(site, f"assets/gen/{neg.key}/c{int(c)}.png", arrays["images"][j]),
+                "image": _picture(site, f"assets/gen/{neg.key}/c{int(c)}", arrays["images"][j]),
                 "value": neg.record["values"][j], "description": neg.record["descriptions"][j]}
     return out
 
@@ -84,7 +85,7 @@ def _examples(site: SiteContext, model_id: str, layer: str) -> Dict[int, Dict[st
     for j, c in enumerate(rec["channels"]):
         rows = []
         for r in range(rec["k"]):
-            crop = _png(site, f"assets/gen/{ex.key}/c{int(c)}-{r}.png", arrays["crops"][j, r], 96)
+            crop = _picture(site, f"assets/gen/{ex.key}/c{int(c)}-{r}", arrays["crops"][j, r], 96)
             rows.append({"rank": r + 1, "item": rec["items"][j][r], "title": rec["titles"][j][r],
                          "value": rec["values"][j][r], "crop": crop})
         out[int(c)] = {"examples": rows, "dataset": rec["dataset"], "reduce": rec["reduce"],
@@ -94,8 +95,8 @@ def _examples(site: SiteContext, model_id: str, layer: str) -> Dict[int, Dict[st
         arrays = dec.load_npz("projections")
         for j, c in enumerate(dec.record["channels"]):
             out.setdefault(int(c), {})["deconv"] = {
-                "crop": _png(site, f"assets/gen/{dec.key}/c{int(c)}-crop.png", arrays["crops"][j], 96),
-                "full": _png(site, f"assets/gen/{dec.key}/c{int(c)}.png", arrays["images"][j]),
+                "crop": _picture(site, f"assets/gen/{dec.key}/c{int(c)}-crop", arrays["crops"][j], 96),
+                "full": _picture(site, f"assets/gen/{dec.key}/c{int(c)}", arrays["images"][j]),
                 "item": dec.record["items"][j], "position": dec.record["positions"][j],
                 "description": dec.record["description"]}
     return out
@@ -109,7 +110,7 @@ def _classes(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str, 
     arrays = art.load_npz("images")
     items = []
     for j, (c, name) in enumerate(zip(rec["classes"], rec["names"])):
-        path = _png(site, f"assets/gen/{art.key}/class-{int(c)}.png", arrays["images"][j])
+        path = _picture(site, f"assets/gen/{art.key}/class-{int(c)}", arrays["images"][j])
         site.writer.ref(f"classvis/{model_id}/{int(c)}", path)
         items.append({"index": int(c), "name": name, "image": path, "value": rec["values"][j],
                       "description": rec["descriptions"][j]})
@@ -123,13 +124,13 @@ def _deepdream(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str
         return None
     rec = art.record
     arrays = art.load_npz("dreams")
-    originals = [_png(site, f"assets/gen/{art.key}/{slug(item)}-original.png", arrays["originals"][i])
+    originals = [_picture(site, f"assets/gen/{art.key}/{slug(item)}-original", arrays["originals"][i])
                  for i, item in enumerate(rec["items"])]
     rows = []
     for li, layer in enumerate(rec["layers"]):
         cells = []
         for i, item in enumerate(rec["items"]):
-            path = _png(site, f"assets/gen/{art.key}/{slug(item)}-{_layer_slug(layer)}.png", arrays["dreams"][li, i])
+            path = _picture(site, f"assets/gen/{art.key}/{slug(item)}-{_layer_slug(layer)}", arrays["dreams"][li, i])
             site.writer.ref(f"deepdream/{model_id}/{item}/{layer}", path)
             cells.append(path)
         rows.append({"layer": layer, "cells": cells, "description": rec["descriptions"][li]})
