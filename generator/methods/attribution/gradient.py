@@ -102,6 +102,11 @@ class _NoiseAveraged(AttributionMethod):
         """Methods with equal keys see the same noisy inputs and can share their gradients."""
         return (int(self.params["n_samples"]), float(self.params["noise_level"]), int(self.params["seed"]))
 
+    @property
+    def needs_squares(self) -> bool:
+        """Whether the statistic uses the sum of squared gradients (SmoothGrad's mean does not)."""
+        return self.statistic != "mean"
+
     def noise_statistics(self, x, target, squares: bool = True):
         """Sum and sum of squares of the gradients over the noisy copies, (B,C,H,W) each
         (the squares only when ``squares``: plain SmoothGrad does not need them)."""
@@ -134,7 +139,7 @@ class _NoiseAveraged(AttributionMethod):
         return total, total_sq
 
     def _attribute(self, x, target):
-        return self.from_statistics(x, target, *self.noise_statistics(x, target, squares=self.statistic != "mean"))
+        return self.from_statistics(x, target, *self.noise_statistics(x, target, squares=self.needs_squares))
 
     def from_statistics(self, x, target, total, total_sq):
         S = int(self.params["n_samples"])

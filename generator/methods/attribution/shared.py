@@ -43,7 +43,7 @@ def attribute_many(methods: Sequence[AttributionMethod], x: torch.Tensor, target
                 for m in members:
                     out[m.name] = m.from_gradient(x.detach(), t, grads, logits)
             elif key[0] == "noise":
-                squares = any(m.statistic != "mean" for m in members)
+                squares = any(m.needs_squares for m in members)
                 total, total_sq = lead.noise_statistics(x.detach(), t, squares=squares)
                 for m in members:
                     out[m.name] = m.from_statistics(x.detach(), t, total, total_sq)
