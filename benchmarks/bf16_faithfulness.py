@@ -3,7 +3,7 @@
 The speed benchmark (``attribution.py``) uses a ResNet-50 with random weights, where score
 differences are tiny and bf16 rounding reorders many of them. This script measures the rank
 correlation of bf16 against fp32 maps on EfficientNet-Lite0 with its ImageNet weights and four
-real photos, for the methods whose speed targets rely on bf16.
+of the report's sample photos, for the methods whose speed targets rely on bf16.
 
     python benchmarks/bf16_faithfulness.py
 """
@@ -16,31 +16,27 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from generator.data.sources import load_dataset  # noqa: E402
 from generator.evaluation import spearman  # noqa: E402
 from generator.methods.attribution import ATTRIBUTION_METHODS  # noqa: E402
 from generator.models.sources import LoadContext, ModelRequest, load_model  # noqa: E402
+from generator.pipeline.inputs import displayed, model_input  # noqa: E402
 
 
-def photos(spec) -> torch.Tensor:
-    from skimage import data
-
-    images = [data.coffee(), data.chelsea(), data.astronaut(), data.rocket()]
-    x = torch.stack([F.interpolate(torch.tensor(i).permute(2, 0, 1)[None].float() / 255, size=(224, 224),
-                                   mode="bilinear", align_corners=False)[0] for i in images])
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return (x - mean) / std
+def photos(spec, device) -> torch.Tensor:
+    """The report's own sample photos, preprocessed as the model's spec says."""
+    dataset = load_dataset("photos", "samples", {"names": ["coffee", "chelsea", "astronaut", "rocket"]})
+    return model_input(spec, displayed(spec, dataset, len(dataset)), device)
 
 
 def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(ModelRequest(id="lite0", source="embedded:efficientnet_lite0"), LoadContext(device=dev))
     model, spec = loaded.module.to(dev).eval(), loaded.spec
-    x = photos(spec).to(dev)
+    x = photos(spec, dev)
     with torch.no_grad():
         target = model(x).argmax(1)
     cases = {
