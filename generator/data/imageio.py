@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -43,11 +46,29 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _apply_exif_orientation(img: Image.Image, path: Path) -> None:
+    """Rotate/flip ``img`` in place as its EXIF orientation tag says.
+
+    Phones store pixels as the sensor saw them and record the turn in the tag; without this a
+    portrait photo is analysed (and shown) lying on its side.
+    """
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except Exception as exc:  # noqa: BLE001 - a malformed EXIF block must not lose a readable image
+        # The pixels are still good; say so rather than silently guessing an orientation.
+        log.warning("%s: EXIF orientation unreadable, using the pixels as stored (%s: %s)",
+                    path, type(exc).__name__, exc)
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Read ``path`` as uint8 ``H x W x C``; grayscale, alpha, palette and 16-bit files work."""
+    """Read ``path`` as uint8 ``H x W x C``, upright as its EXIF orientation tag says.
+
+    Grayscale, alpha, palette and 16-bit files work.
+    """
     try:
         with Image.open(path) as img:
             img.load()
+            _apply_exif_orientation(img, path)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.uint32 if img.mode == "I" else np.uint16)
                 if arr.dtype == np.uint32:

@@ -1,7 +1,8 @@
 """Registry of image sources: ``samples``, ``folder:<path>``, ``fashion-mnist``.
 
-A source is a function ``(argument, options) -> Dataset``; the config names it as
-``source: "<name>"`` or ``source: "<name>:<argument>"``.
+A source is a function ``(argument, options, *, base_dir=None) -> Dataset``; the config
+names it as ``source: "<name>"`` or ``source: "<name>:<argument>"``. Relative paths a source
+reads resolve against ``base_dir`` (the config file's folder) when one is given.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -21,7 +22,14 @@ from generator.registry import Registry
 
 log = logging.getLogger(__name__)
 
-DatasetSource = Callable[[Optional[str], Dict[str, Any]], Dataset]
+
+class DatasetSource(Protocol):
+    """What every registered source is: ``base_dir`` is keyword-only so ``(argument, options)`` still works."""
+
+    def __call__(self, argument: Optional[str], options: Dict[str, Any], *,
+                 base_dir: Optional[Path] = None) -> Dataset: ...
+
+
 DATASET_SOURCES: Registry[DatasetSource] = Registry("dataset source")
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -50,16 +58,44 @@ SAMPLE_PHOTOS = [
 ]
 
 
-def load_dataset(dataset_id: str, source: str, options: Optional[Dict[str, Any]] = None) -> Dataset:
-    """Load the dataset named by ``source`` (``name`` or ``name:argument``)."""
+def load_dataset(dataset_id: str, source: str, options: Optional[Dict[str, Any]] = None, *,
+                 base_dir: Optional[Path] = None) -> Dataset:
+    """Load the dataset named by ``source`` (``name`` or ``name:argument``).
+
+    ``base_dir`` is the folder relative paths (``folder:`` paths, ``options.path``) resolve
+    against, so a config means the same files from any working directory; ``None`` keeps the
+    working directory. ``options.limit`` keeps the first ``limit`` images.
+    """
     name, _, argument = source.partition(":")
     factory = DATASET_SOURCES.get(name)
-    dataset = factory(argument or None, dict(options or {}))
+    options = dict(options or {})
+    # Checked before the factory runs: a bad limit should fail at once, not after a long read.
+    limit = check_limit(source, options)
+    dataset = factory(argument or None, options, base_dir=base_dir)
     dataset.id = dataset_id
-    limit = (options or {}).get("limit")
-    if limit is not None and len(dataset) > int(limit):
-        dataset.items = dataset.items[: int(limit)]
+    # Sources that can stop early (folder, fashion-mnist) already did; this covers the rest.
+    if limit is not None and len(dataset) > limit:
+        dataset.items = dataset.items[:limit]
     return dataset
+
+
+def check_limit(source: str, options: Dict[str, Any]) -> Optional[int]:
+    """``options.limit`` as an int >= 1, or None when absent; ValueError naming the option otherwise."""
+    limit = options.get("limit")
+    if limit is None:
+        return None
+    # bool is an int subclass, and "20" or 2.5 are more likely typos than intentions.
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"dataset source {source!r}: options.limit must be a whole number >= 1, got {limit!r}")
+    return limit
+
+
+def resolve_path(text: str, base_dir: Optional[Path]) -> Path:
+    """``text`` with ``~`` expanded; relative paths are taken under ``base_dir`` when given."""
+    path = Path(os.path.expanduser(text))
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    return path
 
 
 def _check_options(source: str, options: Dict[str, Any], allowed: List[str]) -> None:
@@ -69,7 +105,8 @@ def _check_options(source: str, options: Dict[str, Any], allowed: List[str]) -> 
 
 
 @DATASET_SOURCES.register("samples", "real photos shipped inside scikit-image and scikit-learn, with licences")
-def samples_source(argument: Optional[str], options: Dict[str, Any]) -> Dataset:
+def samples_source(argument: Optional[str], options: Dict[str, Any], *, base_dir: Optional[Path] = None) -> Dataset:
+    """The photos bundled with scikit-image and scikit-learn (``base_dir`` unused: no paths)."""
     _check_options("samples", options, ["names"])
     import skimage.data
     from sklearn.datasets import load_sample_image
@@ -99,27 +136,69 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "image"
 
 
+def _scan_links(root: Path, paths: List[Path]) -> Tuple[List[Tuple[Path, str]], List[Tuple[Path, str]]]:
+    """``(links leaving root, dangling links)`` among ``paths``, each with its target.
+
+    Only links need checking: the listing never descends into a linked directory below a
+    class folder, so a path can only leave ``root`` through a link that is itself listed.
+    """
+    real_root = Path(os.path.realpath(root))
+    outside: List[Tuple[Path, str]] = []
+    dangling: List[Tuple[Path, str]] = []
+    for path in paths:
+        if not path.is_symlink():
+            continue
+        if not path.exists():  # follows the link: False for a missing target or a loop
+            dangling.append((path, os.readlink(path)))
+            continue
+        target = Path(os.path.realpath(path))
+        if not target.is_relative_to(real_root):
+            outside.append((path, str(target)))
+    return outside, dangling
+
+
 @DATASET_SOURCES.register("folder", "images in a folder: one subfolder per class, or flat (unlabelled)")
-def folder_source(argument: Optional[str], options: Dict[str, Any]) -> Dataset:
+def folder_source(argument: Optional[str], options: Dict[str, Any], *, base_dir: Optional[Path] = None) -> Dataset:
+    """Images under ``argument``: class subfolders (labels in sorted order), then top-level files.
+
+    Links that leave the folder refuse the whole dataset; dangling links and unreadable files
+    are listed in ``skipped``. With ``options.limit`` decoding stops once that many images are read.
+    """
     _check_options("folder", options, ["licence", "recursive"])
     if not argument:
         raise ValueError("dataset source 'folder' needs a path: source: \"folder:path/to/images\"")
-    root = Path(os.path.expanduser(argument))
+    name = f"folder:{argument}"
+    root = resolve_path(argument, base_dir)
     if not root.is_dir():
-        raise ValueError(f"dataset source 'folder:{argument}': {root} is not a directory")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise ValueError(f"dataset source {name!r}: {root} is not a directory")
+    limit = check_limit(name, options)
+    top = sorted(root.iterdir())
+    # Hidden top-level directories are never read, so links inside them are not our business.
+    top = [p for p in top if not (p.name.startswith(".") and p.is_dir())]
+    subdirs = [p for p in top if p.is_dir()]
     class_names = [p.name for p in subdirs]
     licence = str(options.get("licence", ""))
-    entries = []  # (path, label)
-    if subdirs:
-        for label, sub in enumerate(subdirs):
-            entries += [(p, label) for p in sorted(sub.rglob("*")) if p.is_file()]
-    entries += [(p, None) for p in sorted(root.iterdir()) if p.is_file()]
+    listed: List[Tuple[Path, Optional[int]]] = []  # (path, label), in the order images are read
+    for label, sub in enumerate(subdirs):
+        listed += [(p, label) for p in sorted(sub.rglob("*"))]
+    listed += [(p, None) for p in top if not p.is_dir()]
+    outside, dangling = _scan_links(root, subdirs + [p for p, _ in listed])
+    if outside:
+        # Refuse rather than skip: a file from outside the folder would be published on the site.
+        links = "; ".join(f"{link} -> {target}" for link, target in outside)
+        raise ValueError(f"dataset source {name!r}: {len(outside)} symlink(s) lead outside {root}: {links}. "
+                         "Copy the files into the folder or remove the links.")
+    skipped: List[Tuple[str, str]] = []
+    for link, target in dangling:
+        reason = f"dangling symlink: its target {target} does not exist"
+        log.warning("skipping %s: %s", link, reason)
+        skipped.append((str(link), reason))
     items: List[ImageItem] = []
-    skipped = []
     seen: Dict[str, int] = {}
-    for path, label in entries:
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+    for path, label in listed:
+        if limit is not None and len(items) >= limit:
+            break  # listing is cheap, decoding is not: read no further than asked
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
         try:
             pixels = read_image(path)
@@ -134,13 +213,13 @@ def folder_source(argument: Optional[str], options: Dict[str, Any]) -> Dataset:
             slug = f"{slug}-{seen[slug]}"
         items.append(ImageItem(id=slug, pixels=pixels, label=label, title=str(rel), source=str(path), licence=licence))
     if not items:
-        raise ValueError(f"dataset source 'folder:{argument}': no readable images in {root}"
+        raise ValueError(f"dataset source {name!r}: no readable images in {root}"
                          + (f" ({len(skipped)} unreadable)" if skipped else ""))
     if subdirs and any(it.label is None for it in items):
         # Mixed layout: files at the top level of a class-folder tree carry no label.
         log.warning("folder %s: %d images outside class subfolders have no label",
                     root, sum(it.label is None for it in items))
-    return Dataset(id=root.name, source=f"folder:{argument}", items=items, class_names=class_names,
+    return Dataset(id=root.name, source=name, items=items, class_names=class_names,
                    description=f"Images from {root}", licence=licence, skipped=skipped)
 
 
@@ -179,13 +258,17 @@ def load_fashion_mnist_arrays(split: str, path: Optional[str] = None) -> "tuple[
 
 
 @DATASET_SOURCES.register("fashion-mnist", "Fashion-MNIST (Xiao et al. 2017) from its IDX files; MIT licence")
-def fashion_mnist_source(argument: Optional[str], options: Dict[str, Any]) -> Dataset:
+def fashion_mnist_source(argument: Optional[str], options: Dict[str, Any], *,
+                         base_dir: Optional[Path] = None) -> Dataset:
+    """Fashion-MNIST from ``options.path`` (relative to ``base_dir``) or the Debian package's folder."""
     _check_options("fashion-mnist", options, ["split", "path"])
     split = options.get("split", argument or "test")
-    images, labels = load_fashion_mnist_arrays(split, options.get("path"))
-    limit = options.get("limit")
+    path = options.get("path")
+    directory = str(resolve_path(str(path), base_dir)) if path else None
+    images, labels = load_fashion_mnist_arrays(split, directory)
+    limit = check_limit("fashion-mnist", options)
     if limit is not None:
-        images, labels = images[: int(limit)], labels[: int(limit)]
+        images, labels = images[:limit], labels[:limit]
     items = [ImageItem(id=f"{split}-{i:05d}", pixels=images[i][:, :, None], label=int(labels[i]),
                        title=f"{split} #{i} ({FASHION_MNIST_CLASSES[labels[i]]})", source="Fashion-MNIST",
                        licence="MIT (Zalando Research)") for i in range(len(images))]
