@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
-from generator.artifacts.store import Artifact
+from generator.artifacts.store import RECORD_NAME, Artifact, CorruptArtifact, read_record
+
+__all__ = ["CorruptArtifact", "Manifest", "ManifestMissing"]
 
 
 class ManifestMissing(FileNotFoundError):
@@ -18,6 +20,9 @@ class ManifestMissing(FileNotFoundError):
 class Manifest:
     root: Path  # artifacts folder
     data: Dict[str, Any]
+    # Artifact folders whose files were already hashed: pages look the same artifact up many
+    # times, and each file only needs checking once per render.
+    _verified: Set[Path] = field(default_factory=set, repr=False, compare=False)
 
     @classmethod
     def load(cls, work_dir: Path) -> "Manifest":
@@ -32,9 +37,25 @@ class Manifest:
             if entry["kind"] != kind or any(entry.get(k) != v for k, v in labels.items()):
                 continue
             folder = self.root / entry["path"]
-            record = json.loads((folder / "record.json").read_text())
-            out.append(Artifact(key=entry["key"], path=folder, record=record))
+            out.append(Artifact(key=entry["key"], path=folder, record=self._record(folder)))
         return out
+
+    def _record(self, folder: Path) -> Dict[str, Any]:
+        """The verified record of an artifact the manifest lists.
+
+        A file that no longer matches its recorded size and sha256 stops the render here with
+        the file named, instead of failing later inside numpy or zipfile with an error that
+        names nothing (``EOFError: No data left in file`` for a truncated ``.npz``).
+        """
+        if folder in self._verified:
+            # A fresh copy on every lookup, as before, so a page that edits a record edits only its own.
+            return json.loads((folder / RECORD_NAME).read_text())
+        record, problem = read_record(folder)
+        if record is None:
+            raise CorruptArtifact(f"artifact {folder} is damaged or incomplete: {problem}. "
+                                  "Run `modelcard run` again to recompute it.")
+        self._verified.add(folder)
+        return record
 
     def one(self, kind: str, **labels: Any) -> Optional[Artifact]:
         found = self.find(kind, **labels)
