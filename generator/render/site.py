@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import html
+import math as math_lib
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from generator.config import CardMetadata, ReportConfig
 from generator.render import images as img
+from generator.render import snippet_includes
 from generator.render.manifest import Manifest
 from generator.render.pages import SiteContext
 from generator.render.references import ReferenceError_, known_references, resolve_references
@@ -42,8 +45,19 @@ CARD_SECTIONS = [
 SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Building blocks", "Evaluation", "Review"]
 
 
+# Written into every site folder this tool builds. mkdocs empties the site folder on each build
+# but keeps dot-files, so the marker survives and tells the next build the folder is ours to empty.
+SITE_MARKER = ".modelcard-site"
+SITE_MARKER_TEXT = ("modelcard site: this folder was built by modelcard (generator.render.site).\n"
+                    "Each build empties it; keep nothing else here.\n")
+
+
 class RenderError(RuntimeError):
     pass
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and math_lib.isfinite(float(value))
 
 
 def environment() -> Environment:
@@ -52,8 +66,9 @@ def environment() -> Environment:
     env.filters["md"] = md_escape
     env.filters["attr"] = attr_escape
     env.filters["math"] = math
-    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * float(v):.1f}%"
-    env.filters["num"] = lambda v, d=3: "–" if v is None else f"{float(v):.{d}f}"
+    # A missing or non-finite number shows as a dash: NaN is never printed as a result.
+    env.filters["pct"] = lambda v: "–" if not _finite(v) else f"{100 * float(v):.1f}%"
+    env.filters["num"] = lambda v, d=3: "–" if not _finite(v) else f"{float(v):.{d}f}"
     return env
 
 
@@ -128,6 +143,11 @@ def merged_card(config: ReportConfig, model_card: Dict[str, Any]) -> Dict[str, A
 
 def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True) -> Path:
     """Artifacts -> pages -> ``mkdocs build``; returns the site folder."""
+    # Refuse unsafe input before anything is read or written: a site folder mkdocs would wrongly
+    # empty, hand-written pages that would publish files from outside their folder.
+    if build:
+        check_site_dir(config)
+    check_site_src(config)
     work = config.work_dir
     manifest = Manifest.load(work)
     docs = work / "docs"
@@ -167,8 +187,82 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
     _prune(docs, writer)
     mkdocs_file = _write_mkdocs_config(config, docs, nav, writer.scripts, writer.stylesheets)
     if build:
+        # Marked before mkdocs runs, so a build that fails half-way leaves a folder the next
+        # build may empty; marked again after, in case an mkdocs version stops keeping dot-files.
+        _mark_site(config.site_dir)
         _mkdocs_build(mkdocs_file, config.site_dir, strict)
+        _mark_site(config.site_dir)
     return config.site_dir
+
+
+def _is_marked(folder: Path) -> bool:
+    """Whether ``folder`` holds the marker an earlier build of this tool wrote."""
+    marker = folder / SITE_MARKER
+    if not marker.is_file() or marker.is_symlink():
+        return False
+    try:
+        return marker.read_text(errors="replace").startswith("modelcard site:")
+    except OSError:
+        return False
+
+
+def _mark_site(folder: Path) -> None:
+    """Write the marker that lets later builds empty ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / SITE_MARKER
+    if marker.is_symlink():
+        marker.unlink()  # never write through a link planted in the site folder
+    if not marker.is_file() or marker.read_text(errors="replace") != SITE_MARKER_TEXT:
+        marker.write_text(SITE_MARKER_TEXT)
+
+
+def _protected_folders(config: ReportConfig) -> List[Tuple[str, Path]]:
+    """(what, folder) pairs that emptying the site folder must never reach."""
+    folders = [("the config's folder", config.base_dir), ("output.work_dir", config.work_dir),
+               ("the modelcard installation", PROJECT_ROOT)]
+    folders += [(f"site_src folder {entry!r}", folder) for entry, folder in _site_src_entries(config)]
+    return folders
+
+
+def check_site_dir(config: ReportConfig) -> None:
+    """Raise :class:`RenderError` unless ``output.site_dir`` is safe for ``mkdocs build`` to empty.
+
+    mkdocs deletes everything in its output folder except dot-files before it writes the site.
+    A folder is accepted when it does not exist yet, holds nothing that would be deleted (only
+    dot-files, such as a ``.git`` of a gh-pages checkout), or carries the marker of an earlier
+    build of this tool. It is refused when it equals or contains the config's folder, the work
+    folder, a site_src folder or this tool's own files, and when it cannot be created or written.
+    Cheap and torch-free, so the CLI can call it before any run work starts.
+    """
+    site = config.site_dir
+    where = f"{config.where('output', 'site_dir')}: output.site_dir:"
+    resolved = site.resolve()
+    for what, folder in _protected_folders(config):
+        folder = folder.resolve()
+        if folder == resolved or resolved in folder.parents:
+            relation = "is" if folder == resolved else f"contains {folder}, which is"
+            raise RenderError(f"{where} {site} {relation} {what}; each build empties the site folder, "
+                              f"so choose a new folder of its own (e.g. 'site') for output.site_dir")
+    existing = site
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if existing == site and site.exists() and not site.is_dir():
+        raise RenderError(f"{where} {site} is a file, not a folder; choose a new folder for output.site_dir")
+    if not existing.is_dir():
+        raise RenderError(f"{where} cannot create {site}: {existing} is not a folder (or a broken link); "
+                          f"choose another folder for output.site_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RenderError(f"{where} cannot write the site folder {site}: {existing} is not writable; "
+                          f"choose a folder you can write for output.site_dir")
+    if existing != site or _is_marked(site):
+        return
+    # Only what mkdocs would delete counts: it keeps dot-files.
+    doomed = sorted(entry.name for entry in site.iterdir() if not entry.name.startswith("."))
+    if doomed:
+        shown = ", ".join(repr(name) for name in doomed[:3]) + (", ..." if len(doomed) > 3 else "")
+        raise RenderError(f"{where} {site} already exists and holds {len(doomed)} entries modelcard did not "
+                          f"make ({shown}); building the site would delete them. Choose an empty or new folder "
+                          f"for output.site_dir, or delete {site} yourself if its contents can go")
 
 
 def _prune(docs: Path, writer: SiteWriter) -> None:
@@ -181,14 +275,71 @@ def _prune(docs: Path, writer: SiteWriter) -> None:
             path.unlink()
 
 
+def _site_src_entries(config: ReportConfig) -> List[Tuple[str, Path]]:
+    """(entry as written, folder) for each ``site_src`` entry, whether or not the folder exists."""
+    return [(entry, SITE_SRC / entry[len("builtin:"):] if entry.startswith("builtin:") else config.resolve(entry))
+            for entry in config.site_src]
+
+
 def site_src_folders(config: ReportConfig) -> List[Path]:
+    """The hand-written page folders ``site_src`` names; a missing one is an error."""
     folders = []
-    for entry in config.site_src:
-        folder = SITE_SRC / entry[len("builtin:"):] if entry.startswith("builtin:") else config.resolve(entry)
+    for _, folder in _site_src_entries(config):
         if not folder.is_dir():
             raise RenderError(f"{config.where('site_src')}: site_src folder {folder} does not exist")
         folders.append(folder)
     return folders
+
+
+def _links_leaving(folder: Path) -> List[str]:
+    """``link -> target`` for each symbolic link under ``folder`` that leads outside it or nowhere.
+
+    The walk does not follow links, so every link in the real tree is seen exactly once; a link
+    that stays inside leads to entries the walk checks anyway.
+    """
+    root = folder.resolve()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                continue
+            target = os.readlink(path)
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError):  # missing target, or a loop of links
+                found.append(f"{path} -> {target} (leads nowhere)")
+                continue
+            if real != root and root not in real.parents:
+                found.append(f"{path} -> {target} (outside the folder)")
+    return sorted(found)
+
+
+def check_site_src(config: ReportConfig) -> None:
+    """Raise :class:`RenderError` if the hand-written pages could publish or include files from
+    outside their folders.
+
+    A symbolic link in a site_src folder would be copied into the site as its target's content
+    (``leak.txt -> /proc/self/environ`` publishes the build's environment), so links that leave
+    the folder, and links that lead nowhere, are refused. Snippet includes (``--8<--``) must name
+    an existing file under the project folder; a bad one is reported by page and line here,
+    before mkdocs would stop with a traceback. Reads only; torch-free.
+    """
+    folders = site_src_folders(config)
+    links = []
+    for folder in folders:
+        links.extend(_links_leaving(folder))
+    if links:
+        raise RenderError(f"{config.where('site_src')}: site_src: symbolic links that leave their folder or lead "
+                          f"nowhere are not published; replace them with the files themselves:\n"
+                          + "\n".join(links))
+    snippets = []
+    for folder in folders:
+        for page in sorted(folder.rglob("*.md")):
+            if page.is_file():
+                snippets.extend(snippet_includes.problems(page, PROJECT_ROOT))
+    if snippets:
+        raise RenderError("\n".join(snippets))
 
 
 def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter, manifest: Manifest) -> List[Any]:
@@ -256,4 +407,27 @@ def _mkdocs_build(mkdocs_file: Path, site: Path, strict: bool) -> None:
         cmd.append("--strict")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RenderError(f"mkdocs build failed ({mkdocs_file}):\n{proc.stdout}\n{proc.stderr}")
+        raise RenderError(_mkdocs_failure(mkdocs_file, proc.returncode, proc.stdout, proc.stderr))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_LOG_LEVEL = re.compile(r"^\s*(ERROR|WARNING)\b")
+
+
+def _mkdocs_failure(mkdocs_file: Path, returncode: int, stdout: str, stderr: str) -> str:
+    """One summary line (mkdocs' first ERROR or WARNING, else the last line it printed), then the rest.
+
+    A failing build prints dozens of lines and often a traceback; the line that says what went
+    wrong is usually the first logged problem, so it goes first.
+    """
+    lines = [line.rstrip() for line in _ANSI.sub("", f"{stdout}\n{stderr}").splitlines()]
+    lines = [line for line in lines if line.strip()]
+    index = next((i for i, line in enumerate(lines) if _LOG_LEVEL.match(line)), None)
+    if index is None and lines:
+        index = len(lines) - 1  # e.g. the exception line that ends a traceback
+    if index is None:
+        return f"mkdocs build failed ({mkdocs_file}) with exit status {returncode} and no output"
+    summary = " ".join(lines.pop(index).split())
+    rest = "\n".join(lines)
+    return f"mkdocs build failed: {summary}\n(config {mkdocs_file}, exit status {returncode})" + (
+        f"\n{rest}" if rest else "")
