@@ -210,6 +210,28 @@ def _line_map(node: yaml.Node, path: Tuple[Any, ...], lines: Dict[Tuple[Any, ...
             _line_map(item, path + (i,), lines)
 
 
+# A config is a few hundred nodes; a "billion laughs" document (anchors nesting anchors) expands
+# to billions. Walking or validating it would hang and eat memory, so its expanded size is
+# counted first, on the composed node graph where every alias is one shared node.
+MAX_EXPANDED_NODES = 100_000
+
+
+def _expanded_size(node: yaml.Node, memo: Dict[int, int]) -> int:
+    """Number of nodes ``node`` stands for once every alias is expanded (memoised, so linear)."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    memo[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        total = 1
+    memo[id(node)] = total
+    return total
+
+
 def _line_for(lines: Dict[Tuple[Any, ...], int], loc: Tuple[Any, ...]) -> int:
     loc = tuple(loc)
     while loc and loc not in lines:
@@ -220,13 +242,26 @@ def _line_for(lines: Dict[Tuple[Any, ...], int], loc: Tuple[Any, ...]) -> int:
 def parse_config(text: str, path: Union[str, Path] = "<string>") -> ReportConfig:
     """Validate YAML text; raise :class:`ConfigError` listing every problem with its line."""
     path = Path(path)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    def not_yaml(exc: yaml.YAMLError) -> ConfigError:
         mark = getattr(exc, "problem_mark", None)
         line = f"{mark.line + 1}" if mark is not None else "?"
-        raise ConfigError(f"{path}:{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        return ConfigError(f"{path}:{line}: not valid YAML ({getattr(exc, 'problem', exc)})")
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise not_yaml(exc) from None
+    if root is not None:
+        size = _expanded_size(root, {})
+        if size > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{path}:1: refused: YAML aliases expand this file to {size:,} values "
+                              f"(at most {MAX_EXPANDED_NODES:,} allowed); a report config needs no nested "
+                              "anchors of this size")
+    try:
+        # Built from the node graph just checked, so the text is parsed once.
+        data = yaml.SafeLoader("").construct_document(root) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise not_yaml(exc) from None
     lines: Dict[Tuple[Any, ...], int] = {}
     if root is not None:
         _line_map(root, (), lines)
@@ -287,4 +322,13 @@ def load_config(path: Optional[Union[str, Path]] = None) -> ReportConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such config file")
-    return parse_config(path.read_text(encoding="utf-8"), path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file (expected a YAML report config)")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                          "save the config as UTF-8") from None
+    return parse_config(text.removeprefix("\ufeff"), path)
