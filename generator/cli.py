@@ -16,37 +16,66 @@ def _load(path: Optional[str]):
     return load_config(path)
 
 
+def _partial(args: argparse.Namespace, failed: int) -> int:
+    """Exit status of a run with ``failed`` failed units: 1 unless partial results are allowed,
+    so CI never publishes a site that silently lacks whole models or methods."""
+    if not failed:
+        return 0
+    if args.allow_partial:
+        print(f"{failed} unit(s) failed; --allow-partial: exit status 0", file=sys.stderr)
+        return 0
+    print(f"error: {failed} unit(s) failed (listed above); their results are missing from the report. "
+          "Fix them, or pass --allow-partial to accept a partial report", file=sys.stderr)
+    return 1
+
+
+def _check_outputs(config) -> None:
+    """Everything rendering will refuse, found before the run spends minutes."""
+    from generator.preflight import check_config_paths
+    from generator.render.site import check_site_dir
+
+    check_config_paths(config, inputs=False)
+    check_site_dir(config)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from generator.pipeline.run import run_report
 
     config = _load(args.config)
     summary = run_report(config, show_progress=not args.quiet)
     print(summary.text())
-    return 0
+    return _partial(args, len(summary.failed))
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from generator.artifacts.lock import report_lock
     from generator.render.site import render_site
 
     config = _load(args.config)
+    _check_outputs(config)
     started = time.perf_counter()
-    site = render_site(config, build=not args.no_build)
+    with report_lock(config.work_dir, "modelcard render"):
+        site = render_site(config, build=not args.no_build)
     print(f"rendered in {time.perf_counter() - started:.1f} s: {site / 'index.html'}")
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from generator.artifacts.lock import report_lock
     from generator.pipeline.run import run_report
     from generator.render.site import render_site
 
     config = _load(args.config)
-    summary = run_report(config, show_progress=not args.quiet)
-    started = time.perf_counter()
-    site = render_site(config)
+    _check_outputs(config)
+    with report_lock(config.work_dir, "modelcard build"):
+        summary = run_report(config, show_progress=not args.quiet)
+        started = time.perf_counter()
+        # A partial report is still rendered, so its run page shows what failed and why.
+        site = render_site(config)
     summary.site = str(site / "index.html")
     print(summary.text())
     print(f"render: {time.perf_counter() - started:.1f} s")
-    return 0
+    return _partial(args, len(summary.failed))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -106,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if name == "render":
             p.add_argument("--no-build", action="store_true", help="write the pages but do not run mkdocs")
+        else:
+            p.add_argument("--allow-partial", action="store_true",
+                           help="exit 0 even when some units failed (the default is exit status 1)")
         p.set_defaults(fn=fn)
     p = sub.add_parser("serve", help="mkdocs serve of the built site")
     p.add_argument("config", nargs="?")
@@ -124,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from generator.artifacts.lock import LockedError
     from generator.config import ConfigError
+    from generator.render.site import RenderError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -134,6 +168,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"config error:\n{exc}", file=sys.stderr)
         return 2
+    except LockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished artifacts are kept; run the same command again to resume", file=sys.stderr)
         return 130

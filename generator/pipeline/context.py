@@ -38,7 +38,8 @@ class RunContext:
     models: Dict[str, LoadedModel] = field(default_factory=dict)
     datasets: Dict[str, Dataset] = field(default_factory=dict)
     entries: List[Dict[str, Any]] = field(default_factory=list)
-    failures: List[Tuple[str, str]] = field(default_factory=list)
+    failures: List[Tuple[str, str]] = field(default_factory=list)  # units that failed: the exit code says so
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # unreadable input files, named and skipped
 
     def record(self, artifact: Artifact, **labels: Any) -> None:
         """Add an artifact to the manifest with labels the renderer looks it up by."""

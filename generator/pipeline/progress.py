@@ -52,6 +52,7 @@ class RunSummary:
     site: Optional[str] = None
     stage_seconds: Dict[str, float] = field(default_factory=dict)  # wall time of each stage (not in any record)
     device: str = "cpu"
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # unreadable inputs (not failures)
 
     def text(self) -> str:
         lines = [f"computed {len(self.computed)} artifact(s), reused {len(self.reused)} from cache, "
@@ -64,6 +65,8 @@ class RunSummary:
                 kinds.setdefault(entry.split("/")[0], [0, 0])[0 if label == "computed" else 1] += 1
         for kind, (c, r) in sorted(kinds.items()):
             lines.append(f"  {kind:<28} computed {c:>4}   reused {r:>4}")
+        for what, why in self.skipped:
+            lines.append(f"  skipped {what}: {why}")
         for what, why in self.failed:
             lines.append(f"  FAILED {what}: {why}")
         lines.append(f"manifest: {self.manifest}")

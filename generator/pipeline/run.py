@@ -9,6 +9,7 @@ from typing import List
 
 import torch
 
+from generator.artifacts.lock import report_lock
 from generator.artifacts.store import ArtifactStore, artifact_key, json_bytes, write_json_atomic
 from generator.config import ModelConfig, ReportConfig
 from generator.data.sources import load_dataset
@@ -18,6 +19,7 @@ from generator.pipeline.inputs import clear_input_cache
 from generator.pipeline.progress import Progress, RunSummary
 from generator.pipeline.stages import Stage, discover
 from generator.pipeline.validate import validate_names
+from generator.preflight import check_config_paths
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,12 @@ def _load_everything(ctx: RunContext) -> None:
     config = ctx.config
     bar = ctx.progress.stage("load datasets", len(config.datasets))
     for dc in config.datasets:
-        ds = ctx.guarded(f"dataset {dc.id}", lambda: load_dataset(dc.id, dc.source, dc.options))
+        ds = ctx.guarded(f"dataset {dc.id}",
+                         lambda: load_dataset(dc.id, dc.source, dc.options, base_dir=config.base_dir))
         if ds is not None:
             ctx.datasets[dc.id] = ds
             for file, reason in ds.skipped:
-                ctx.failures.append((f"dataset {dc.id}: skipped {file}", reason))
+                ctx.skipped.append((f"dataset {dc.id}: skipped {file}", reason))
             write = lambda ds=ds: _dataset_artifact(ctx, ds)  # noqa: E731
             ctx.guarded(f"dataset {dc.id} summary", write)
         bar.update(1)
@@ -111,9 +114,18 @@ def enabled_stages(config: ReportConfig) -> List[Stage]:
 
 
 def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummary:
-    """Compute every artifact the config asks for (reusing stored ones) and write the manifest."""
-    started = time.perf_counter()
+    """Compute every artifact the config asks for (reusing stored ones) and write the manifest.
+
+    Names and paths are checked before anything loads; the report folder is locked against a
+    second process for the whole run."""
     validate_names(config)
+    check_config_paths(config)
+    with report_lock(config.work_dir, "modelcard run"):
+        return _run_locked(config, show_progress)
+
+
+def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
+    started = time.perf_counter()
     clear_input_cache()  # displayed inputs are shared between the stages of one run only
     torch.manual_seed(config.seed)
     work = config.work_dir
@@ -145,10 +157,12 @@ def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummar
         "datasets": [dc.id for dc in config.datasets if dc.id in ctx.datasets],
         "pairs": [[mc.id, ds] for mc, ds in pairs],
         "artifacts": ctx.entries,
-        "failures": [{"what": w, "why": y} for w, y in ctx.failures],
+        # Skipped input files are listed with the failures on the run page (they are named, not hidden).
+        "failures": [{"what": w, "why": y} for w, y in ctx.skipped + ctx.failures],
     }
     manifest_path = work / "manifest.json"
     write_json_atomic(manifest_path, manifest)
     return RunSummary(computed=list(store.stats.computed), reused=list(store.stats.reused),
-                      failed=list(ctx.failures), seconds=time.perf_counter() - started, manifest=str(manifest_path),
+                      failed=list(ctx.failures), skipped=list(ctx.skipped),
+                      seconds=time.perf_counter() - started, manifest=str(manifest_path),
                       stage_seconds=stage_seconds, device=ctx.device.type)

@@ -10,6 +10,7 @@ import torch
 from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
+from generator.pipeline.finite import check_logits, check_maps
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.inputs import displayed, model_input
 
@@ -24,6 +25,7 @@ def resolve_outcome_targets(ctx: RunContext, mc: ModelConfig, dataset_id: str, x
     setting = ctx.config.outcome.target
     with torch.no_grad():
         logits = loaded.module(x)
+    check_logits(mc.id, logits, [it.id for it in dataset.items[: x.shape[0]]])
     if setting == "label":
         labels = dataset.labels()[: x.shape[0]]
         if (labels < 0).any():
@@ -113,6 +115,7 @@ def run_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> 
 
         def compute(method=method, cls=cls):
             result = results[method].cpu()
+            check_maps(mc.id, method, result.maps, ids)
             t = result.targets.cpu()
             record = {
                 "model": mc.id, "dataset": dataset_id, "method": method, "params": explainers[method].params,

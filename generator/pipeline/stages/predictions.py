@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import numpy as np
 import torch
 
@@ -9,6 +11,7 @@ from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
 from generator.config import ModelConfig
 from generator.engine.preprocess import batches
 from generator.pipeline.context import RunContext
+from generator.pipeline.finite import check_logits
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.inputs import displayed, model_input
 
@@ -17,12 +20,14 @@ VERSION = "1"
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, spec, display: np.ndarray, device: torch.device, batch_size: int = 256
-            ) -> np.ndarray:
-    """Softmax probabilities (N x classes, float32) in large batches."""
+def predict(model: torch.nn.Module, spec, display: np.ndarray, device: torch.device, batch_size: int = 256,
+            ids: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Softmax probabilities (N x classes, float32) in large batches; non-finite logits raise
+    :class:`NonFiniteError` naming the images (``ids``)."""
     out = []
     for sl in batches(len(display), batch_size):
         logits = model(model_input(spec, display[sl], device))
+        check_logits(spec.id, logits, list(ids or range(len(display)))[sl])
         out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, spec.num_classes), np.float32)
 
@@ -38,7 +43,7 @@ def run_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None)
 
     def compute():
         display = displayed(spec, dataset, len(dataset))
-        probs = predict(loaded.module, spec, display, ctx.device)
+        probs = predict(loaded.module, spec, display, ctx.device, ids=[it.id for it in dataset.items])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         top_p = np.take_along_axis(probs, order, axis=1)
         labels = dataset.labels()
