@@ -6,7 +6,10 @@
 * ``embedded:fashion_mnist_cnn``: a small CNN trained here on first use, then cached.
 * ``torchvision:<architecture>``: ``weights`` is a torchvision weights name (downloaded into the
   torch cache when the network allows; the cached file is used when present) or a local file.
-* ``timm:<architecture>``: ``weights`` is a local checkpoint file.
+* ``timm:<name>[.<tag>]``: ``weights: pretrained`` loads the published weights through the
+  Hugging Face Hub cache (see ``generator.models.hub`` for offline use); otherwise ``weights`` is a
+  local checkpoint file, or absent for random weights. ``timm:hf-hub:<org>/<repo>`` names weights
+  on the Hub directly.
 * ``torchscript:<path>``: a scripted or traced model.
 * ``python:<module>:<function>``: a function returning an ``nn.Module`` (or ``(module, spec
   overrides)``); ``weights`` optionally names a state-dict file loaded into it.
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -31,6 +36,8 @@ from generator.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# What the card shows for metadata the publisher of the weights did not give (licence, source).
+NOT_PROVIDED = "not provided"
 
 
 @dataclass
@@ -93,8 +100,8 @@ def load_checkpoint(path: Path, what: str) -> Dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{what}: weights file {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unpickling refusal or a corrupt file: say which file
-        raise ValueError(f"{what}: cannot load {path} as a weights-only checkpoint ({exc})") from None
+    except Exception as exc:
+        raise ValueError(checkpoint_refusal(path, what, exc)) from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -104,6 +111,33 @@ def load_checkpoint(path: Path, what: str) -> Dict[str, torch.Tensor]:
     if obj and all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+_SAVE_ADVICE = "save a plain state_dict with torch.save(model.state_dict(), path) and give that file"
+
+
+def checkpoint_refusal(path: Path, what: str, exc: Exception) -> str:
+    """One line on why ``path`` was not loaded, without torch's text.
+
+    torch's own message advises retrying with weights-only loading switched off, which runs any
+    code the file carries: advice never to pass on for a file that may come from anyone.
+    """
+    text = str(exc)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return (f"{what}: weights file {path} was refused: it contains Python objects other than tensors "
+                    f"({found.group(1)}), and loading it could run code (read weights-only); {_SAVE_ADVICE}")
+        # No named object: a plain pickle or a damaged file; the reader's last words say where it stopped.
+        stopped = re.search(r"(Unsupported operand \d+|Unsupported [\w ]+?)\s*(?:\n|\.|$)", text)
+        where = f" (the weights-only reader stopped at: {stopped.group(1)})" if stopped else ""
+        return (f"{what}: weights file {path} was refused: it is not a plain PyTorch weights file{where}; it may "
+                f"hold Python objects other than tensors, and loading it could run code; {_SAVE_ADVICE}")
+    # A corrupt or truncated file: torch's first sentence says what is wrong with it.
+    reason = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(exc).__name__
+    if "weights_only" in reason:
+        reason = type(exc).__name__
+    return f"{what}: cannot read weights file {path} as a PyTorch checkpoint ({reason}); {_SAVE_ADVICE}"
 
 
 def load_into(module: nn.Module, state: Dict[str, torch.Tensor], what: str, path: Path) -> None:
@@ -204,25 +238,23 @@ def _load_torchvision(request: ModelRequest, argument: str, context: LoadContext
         raise ValueError(f"model {request.id!r}: torchvision has no classification model {argument!r}"
                          f"{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
     weights = request.weights
+    if weights and weights.lower() == "pretrained":
+        weights = "DEFAULT"  # the same word as for timm: the architecture's recommended published weights
     spec_kwargs: Dict[str, Any] = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, resize=256, interpolation="bilinear",
                                        input_size=(3, 224, 224))
     class_names = imagenet_classes()
     weights_label = "random initialisation"
+    extra: Dict[str, object] = {}
     enum = get_model_weights(argument)
     enum_names = [w.name for w in enum]
     if weights and (weights in enum_names or weights.split(".")[-1] in enum_names or weights == "DEFAULT"):
+        from generator.models.hub import torch_hub_checkpoint
+
         entry = enum.DEFAULT if weights == "DEFAULT" else enum[weights.split(".")[-1]]
         module = get_model(argument, weights=None)
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(entry.url)
-        if not cached.exists():
-            # The real download path for users with a network; it fails clearly offline.
-            try:
-                torch.hub.download_url_to_file(entry.url, str(cached.with_suffix(".partial")), progress=False)
-                cached.with_suffix(".partial").rename(cached)
-            except Exception as exc:
-                raise RuntimeError(f"model {request.id!r}: weights {entry} are not in the torch cache ({cached}) "
-                                   f"and could not be downloaded ({exc}); put the file there or give a local path"
-                                   ) from None
+        fill = (f"`python -c \"import torchvision; torchvision.models.get_model('{argument}', "
+                f"weights='{entry.name}')\"`")
+        cached = torch_hub_checkpoint(entry.url, request.id, f"torchvision weights {entry}", fill)
         load_into(module, load_checkpoint(cached, f"model {request.id!r}"), f"model {request.id!r}", cached)
         tf = entry.transforms()
         spec_kwargs.update(mean=tuple(tf.mean), std=tuple(tf.std), resize=tf.resize_size[0],
@@ -230,6 +262,8 @@ def _load_torchvision(request: ModelRequest, argument: str, context: LoadContext
                            interpolation=str(tf.interpolation.value))
         class_names = list(entry.meta.get("categories", class_names))
         weights_label = f"torchvision {entry} ({cached.name})"
+        # torchvision's weight metadata carries no licence; say so rather than leave a blank.
+        extra.update(weights_source=entry.url, weights_licence=NOT_PROVIDED)
     elif weights:
         path = resolve_path(weights, request.base_dir)
         state = load_checkpoint(path, f"model {request.id!r}")
@@ -244,7 +278,7 @@ def _load_torchvision(request: ModelRequest, argument: str, context: LoadContext
     layers, cam = _default_layers(module)
     spec = ModelSpec(id=request.id, source=request.source, class_names=class_names, layers=layers, cam_layer=cam,
                      embedding_layer=_penultimate(module), architecture=f"torchvision {argument}",
-                     weights=weights_label, **spec_kwargs)
+                     weights=weights_label, extra=extra, **spec_kwargs)
     return finish(module, spec, request)
 
 
@@ -285,12 +319,22 @@ def _penultimate(module: nn.Module) -> Optional[str]:
 def _load_timm(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
     import timm
 
-    if not timm.is_model(argument):
+    from generator.models.timm_pretrained import HF_HUB_PREFIX
+
+    wants_published = (request.weights or "").lower() == "pretrained"
+    if argument.startswith(HF_HUB_PREFIX):
+        if request.weights and not wants_published:
+            raise ValueError(f"model {request.id!r}: {argument!r} brings its own weights; for a local file "
+                             "use timm:<architecture> with weights: <file>")
+        wants_published = True  # a Hub repository name is a name of weights
+    elif not timm.is_model(argument):
         import difflib
 
         close = difflib.get_close_matches(argument, timm.list_models(), n=3)
         raise ValueError(f"model {request.id!r}: timm has no model {argument!r}"
                          f"{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
+    if wants_published:
+        return _load_timm_published(request, argument)
     state = None
     path = None
     if request.weights:
@@ -315,7 +359,38 @@ def _load_timm(request: ModelRequest, argument: str, context: LoadContext) -> Lo
     return finish(module, spec, request)
 
 
-MODEL_SOURCES.add("timm", _load_timm, "timm architectures with a local checkpoint file")
+def _load_timm_published(request: ModelRequest, argument: str) -> LoadedModel:
+    """A timm model with its published weights; the spec is the weights' own pretrained config."""
+    from generator.models.timm_pretrained import load_pretrained_timm, timm_class_names
+
+    made = load_pretrained_timm(request.id, argument)
+    module, cfg = made.module, made.cfg
+    size = tuple(int(v) for v in cfg["input_size"])
+    crop_pct = float(cfg.get("crop_pct") or 1.0)
+    crop_mode = str(cfg.get("crop_mode") or "center")
+    # timm's eval transform: resize the shorter side to floor(size / crop_pct), centre crop; "squash"
+    # resizes straight to the input size, which is what ModelSpec.resize=None means.
+    resize = None if crop_mode == "squash" else math.floor(size[1] / crop_pct)
+    n_out = int(getattr(module, "num_classes", 0) or cfg.get("num_classes") or 0)
+    class_names, names_from = timm_class_names(cfg, n_out, imagenet_classes())
+    layers, cam = _default_layers(module)
+    extra: Dict[str, object] = {"weights_source": made.source, "weights_licence": made.licence,
+                                "class_names_source": names_from, "crop_mode": crop_mode}
+    if crop_mode == "border":
+        extra["crop_mode"] = "border (timm pads to the crop; this report centre-crops instead)"
+    spec = ModelSpec(id=request.id, source=request.source, input_size=size, mean=tuple(float(v) for v in cfg["mean"]),
+                     std=tuple(float(v) for v in cfg["std"]), class_names=class_names, resize=resize,
+                     interpolation=str(cfg["interpolation"]), layers=layers, cam_layer=cam,
+                     embedding_layer="global_pool" if hasattr(module, "global_pool") else _penultimate(module),
+                     architecture=f"timm {cfg.get('architecture') or argument}",
+                     description=str(cfg.get("description") or ""),
+                     weights=f"timm {made.name}, published weights",
+                     licence=made.licence, extra=extra)
+    return finish(module, spec, request)
+
+
+MODEL_SOURCES.add("timm", _load_timm, "timm architectures: weights: pretrained (published weights from the "
+                  "Hugging Face Hub cache), a local checkpoint file, or none (random); also timm:hf-hub:org/repo")
 
 
 # ---------------------------------------------------------------------------------------------
