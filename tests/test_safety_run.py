@@ -268,3 +268,18 @@ def test_page_filters_never_print_nan():
     env = environment()
     assert env.filters["pct"](float("nan")) == "–" and env.filters["num"](float("inf")) == "–"
     assert env.filters["pct"](0.5) == "50.0%" and env.filters["num"](0.25, 2) == "0.25"
+
+
+def test_build_writes_only_inside_its_output_folders(tiny_report: Path, tmp_path: Path, monkeypatch):
+    def snapshot(root: Path) -> dict:
+        return {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    before = snapshot(tmp_path)
+    assert main(["build", "-q", str(tiny_report)]) == 0
+    after = snapshot(tmp_path)
+    outputs = (tmp_path / ".modelcard", tmp_path / "site")
+    changed = [p for p in after if before.get(p) != after[p] and not any(o == p or o in p.parents for o in outputs)]
+    assert changed == [] and list(cwd.iterdir()) == []

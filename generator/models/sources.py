@@ -440,11 +440,14 @@ def _load_python(request: ModelRequest, argument: str, context: LoadContext) -> 
     added = base not in sys.path
     if added:
         sys.path.insert(0, base)  # modules next to the config file
+    # No __pycache__ next to the user's code: a build writes only into its output folders.
+    no_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
         py_module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"model {request.id!r}: cannot import module {module_name!r} ({exc})") from None
     finally:
+        sys.dont_write_bytecode = no_bytecode
         if added:
             sys.path.remove(base)
     fn = getattr(py_module, fn_name, None)
