@@ -74,6 +74,11 @@ def test_new_empty_and_earlier_site_folders_are_built(report: Path):
     (site / "stale.html").write_text("old")
     site = render_site(load_config(report))
     assert (site / "index.html").exists() and not (site / "stale.html").exists()
+    # A site built before sites were marked is recognised by its files and rebuilt too.
+    (site / SITE_MARKER).unlink()
+    (site / "stale.html").write_text("old")
+    site = render_site(load_config(report))
+    assert not (site / "stale.html").exists() and (site / SITE_MARKER).exists()
 
 
 @pytest.mark.parametrize("site_dir, extra, named", [

@@ -199,7 +199,10 @@ def _is_marked(folder: Path) -> bool:
     """Whether ``folder`` holds the marker an earlier build of this tool wrote."""
     marker = folder / SITE_MARKER
     if not marker.is_file() or marker.is_symlink():
-        return False
+        # Sites built before the marker existed: mkdocs output carrying this tool's stylesheet.
+        legacy = folder / "assets" / "modelcard.css"
+        return (folder / "index.html").is_file() and (folder / "sitemap.xml").is_file() and legacy.is_file() \
+            and not legacy.is_symlink()
     try:
         return marker.read_text(errors="replace").startswith("modelcard site:")
     except OSError:
