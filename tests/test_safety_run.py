@@ -283,3 +283,22 @@ def test_build_writes_only_inside_its_output_folders(tiny_report: Path, tmp_path
     outputs = (tmp_path / ".modelcard", tmp_path / "site")
     changed = [p for p in after if before.get(p) != after[p] and not any(o == p or o in p.parents for o in outputs)]
     assert changed == [] and list(cwd.iterdir()) == []
+
+
+def test_every_test_the_guarantees_page_names_exists():
+    import re
+
+    root = Path(__file__).resolve().parent
+    page = (root.parent / "site_src" / "common" / "guarantees.md").read_text()
+    current = None
+    missing = []
+    checked = 0
+    # A cell names `test_file.py::test_name`; a following `::test_other` is in the same file.
+    for file, func in re.findall(r"`(test_[\w.]+\.py)?(::test_\w+)?`", page):
+        current = file or current
+        if not func:
+            continue
+        checked += 1
+        if f"def {func[2:]}(" not in (root / current).read_text():
+            missing.append(f"{current}{func}")
+    assert checked >= 30 and missing == []
