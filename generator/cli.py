@@ -1,4 +1,4 @@
-"""Command line: ``modelcard build | run | render | serve | diff | list``."""
+"""Command line: ``modelcard build | run | render | check | serve | diff | list``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from typing import List, Optional
 
 
 def _load(path: Optional[str]):
-    from generator.config import load_config
+    """The config at ``path``, fully validated (names, method parameters, ids) before any
+    model loads; every command that reads a config goes through here."""
+    from generator.validation import check_config
 
-    return load_config(path)
+    return check_config(path)
 
 
 def _partial(args: argparse.Namespace, failed: int) -> int:
@@ -57,6 +59,16 @@ def cmd_render(args: argparse.Namespace) -> int:
     with report_lock(config.work_dir, "modelcard render"):
         site = render_site(config, build=not args.no_build)
     print(f"rendered in {time.perf_counter() - started:.1f} s: {site / 'index.html'}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate only (no torch, no files written): exit 0 with ``ok: <file>``, or 2 with every
+    problem as ``file:line: field: message`` (printed by :func:`main`)."""
+    from generator.config import DEFAULT_CONFIG
+
+    _load(args.config)
+    print(f"ok: {args.config or DEFAULT_CONFIG}")
     return 0
 
 
@@ -114,11 +126,23 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:<14} {DATASET_SOURCES.describe(name)}")
         print("\nsample photos: " + ", ".join(p[0] for p in SAMPLE_PHOTOS))
     elif what == "methods":
-        from generator.methods.attribution import ATTRIBUTION_METHODS
+        # from the catalogue, so listing needs no torch
+        from generator import catalogue
 
-        print("attribution (outcome.methods):")
-        for name in ATTRIBUTION_METHODS:
-            print(f"  {name:<24} {ATTRIBUTION_METHODS.describe(name)}")
+        for family, (answers, where) in catalogue.FAMILIES.items():
+            print(f"{family}: {answers} (configured in {where})")
+            for entry in catalogue.entries(family):
+                where = f" [{entry.section}]" if entry.section and entry.section != family else ""
+                print(f"  {entry.name:<24} {entry.title}: {entry.summary}{where}")
+            print()
+        print("parameters of each attribution method: modelcard list params")
+    elif what == "params":
+        from generator import catalogue
+
+        for entry in catalogue.entries("attribution"):
+            print(f"{entry.name} (version {entry.version}; {entry.citation})")
+            for name, param in sorted(entry.all_params.items()):
+                print(f"  {name:<14} {param.default!r:<12} {param.type_text()}: {param.help}")
     return 0
 
 
@@ -139,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--allow-partial", action="store_true",
                            help="exit 0 even when some units failed (the default is exit status 1)")
         p.set_defaults(fn=fn)
+    p = sub.add_parser("check", help="validate a config only (no torch, nothing written); exit 2 on errors")
+    p.add_argument("config", nargs="?", help="YAML config (default: the embedded default report)")
+    p.set_defaults(fn=cmd_check)
     p = sub.add_parser("serve", help="mkdocs serve of the built site")
     p.add_argument("config", nargs="?")
     p.add_argument("--address", default="127.0.0.1:8000")
@@ -150,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-code", action="store_true", help="exit with 1 when something changed")
     p.set_defaults(fn=cmd_diff)
     p = sub.add_parser("list", help="list registered names")
-    p.add_argument("what", choices=["models", "datasets", "methods"])
+    p.add_argument("what", choices=["models", "datasets", "methods", "params"])
     p.set_defaults(fn=cmd_list)
     return parser
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import catalogue
+from ...catalogue.attribution import COMMON
 from ...engine.batching import as_target_tensor, eval_mode
 from ...engine.rules import frozen_parameters
 from ...models.spec import ModelSpec
@@ -69,8 +71,10 @@ SpecOrLayer = Union[ModelSpec, str, None]
 
 
 class AttributionMethod:
-    """Base class. Subclasses set ``name``, ``version``, ``signed``, ``reduction``, ``defaults``
-    and implement ``_attribute(x, target) -> AttributionResult``.
+    """Base class. Subclasses set ``name``, ``signed``, ``reduction`` and implement
+    ``_attribute(x, target) -> AttributionResult``; :func:`register` fills ``version``,
+    ``defaults`` and ``common_defaults`` from the method's :mod:`generator.catalogue` entry,
+    the one place where they are declared (and typed).
 
     ``spec_or_layer``: the model's :class:`ModelSpec` (used for the pixel range of baselines and
     the default CAM layer) or, for CAM methods, a layer name. Common parameters:
@@ -83,7 +87,7 @@ class AttributionMethod:
     signed: bool = True
     reduction: str = "sum"
     defaults: Dict[str, Any] = {}
-    common_defaults: Dict[str, Any] = {"max_batch": 64, "precision": "fp32"}
+    common_defaults: Dict[str, Any] = {p.name: p.default for p in COMMON}
 
     def __init__(self, model: nn.Module, spec_or_layer: SpecOrLayer = None, **params: Any):
         self.model = model
@@ -176,6 +180,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def register(cls):
-    """Class decorator: add to :data:`ATTRIBUTION_METHODS` under ``cls.name``."""
-    ATTRIBUTION_METHODS.add(cls.name, cls, (cls.__doc__ or "").strip().split("\n")[0])
+    """Class decorator: add to :data:`ATTRIBUTION_METHODS` under ``cls.name``, with the
+    ``version``, ``defaults`` and ``common_defaults`` of its catalogue entry.
+
+    A class that declares any of them itself is refused: a second copy of a default is how a
+    cache key and the computation drift apart."""
+    entry = catalogue.get(cls.name, "attribution")
+    # classes registered before (a subclass of a registered method) carry their entry's values
+    own = [attr for klass in cls.__mro__
+           if klass not in (AttributionMethod, object) and "_catalogue_entry" not in vars(klass)
+           for attr in ("version", "defaults", "common_defaults") if attr in vars(klass)]
+    if own:
+        raise TypeError(f"{cls.__name__} declares {sorted(set(own))}; they come from the catalogue entry "
+                        f"{cls.name!r} (generator/catalogue)")
+    cls.version = entry.version
+    cls.defaults = entry.defaults
+    cls.common_defaults = entry.common_defaults
+    cls._catalogue_entry = entry
+    ATTRIBUTION_METHODS.add(cls.name, cls, entry.summary)
     return cls

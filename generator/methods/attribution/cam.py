@@ -3,7 +3,7 @@ threshold segmentation of a CAM into masks and bounding boxes."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +44,8 @@ def layer_activation_and_gradient(method: AttributionMethod, layer_name: str, x,
                 act = store.pop("a")
                 (g,) = torch.autograd.grad(sel, act)
             if act.dim() != 4:
-                raise ValueError(f"CAM layer {layer_name!r} gives shape {tuple(act.shape)}; a (B,K,h,w) feature map is needed")
+                raise ValueError(f"CAM layer {layer_name!r} gives shape {tuple(act.shape)}; "
+                                 "a (B,K,h,w) feature map is needed")
             acts.append(act.detach().float())
             grads.append(g.float())
 
@@ -76,7 +77,6 @@ def upsample(cam: torch.Tensor, size) -> torch.Tensor:
 class _CamBase(AttributionMethod):
     signed = False
     reduction = "upsampled"
-    defaults = {"layer": None}
     kind = "gradcam"
     shares = "cam"
 
@@ -107,7 +107,6 @@ class GradCAM(_CamBase):
     """
 
     name = "gradcam"
-    version = "1"
     kind = "gradcam"
 
 
@@ -122,7 +121,6 @@ class GradCAMPlusPlus(_CamBase):
     """
 
     name = "gradcam_pp"
-    version = "1"
     kind = "gradcam_pp"
 
 
@@ -137,7 +135,6 @@ class CounterfactualGradCAM(_CamBase):
     """
 
     name = "counterfactual_gradcam"
-    version = "1"
     kind = "counterfactual"
 
 
@@ -151,7 +148,6 @@ class GuidedGradCAM(_CamBase):
     """
 
     name = "guided_gradcam"
-    version = "1"
     kind = "gradcam"
     reduction = "max_abs"
 

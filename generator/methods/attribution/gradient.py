@@ -50,7 +50,6 @@ class Saliency(_FromInputGradient):
     """
 
     name = "saliency"
-    version = "1"
     signed = False
     reduction = "max_abs"
     shares = "gradient"
@@ -70,7 +69,6 @@ class GradientXInput(_FromInputGradient):
     """
 
     name = "gradient_x_input"
-    version = "1"
     signed = True
     reduction = "sum"
     shares = "gradient"
@@ -83,7 +81,6 @@ class GradientXInput(_FromInputGradient):
 class _NoiseAveraged(AttributionMethod):
     """SmoothGrad family: statistics of gradients at noisy copies of the input."""
 
-    defaults = {"n_samples": 50, "noise_level": 0.15, "seed": 0}
     statistic = "mean"
 
     def sample_noise(self, x: torch.Tensor, sample: int) -> torch.Tensor:
@@ -164,7 +161,6 @@ class SmoothGrad(_NoiseAveraged):
     """
 
     name = "smoothgrad"
-    version = "1"
     signed = False
     reduction = "max_abs"
     statistic = "mean"
@@ -180,7 +176,6 @@ class SmoothGradSquared(_NoiseAveraged):
     """
 
     name = "smoothgrad_sq"
-    version = "1"
     signed = False
     reduction = "max"
     statistic = "mean_sq"
@@ -196,7 +191,6 @@ class VarGrad(_NoiseAveraged):
     """
 
     name = "vargrad"
-    version = "1"
     signed = False
     reduction = "max"
     statistic = "var"
@@ -222,7 +216,8 @@ def path_weights(steps: int, method: str) -> Tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown integration method {method!r}")
 
 
-def _path_gradients(method: AttributionMethod, x, base, target, alphas: Sequence[float], weights: Optional[Sequence[float]]):
+def _path_gradients(method: AttributionMethod, x, base, target, alphas: Sequence[float],
+                    weights: Optional[Sequence[float]]):
     """Sum of ``weights[s] * grad(base + alphas[s] (x - base))`` per image, or (weights None)
     every step's gradient, shaped (S,B,C,H,W)."""
     B = x.shape[0]
@@ -271,10 +266,8 @@ class IntegratedGradients(AttributionMethod):
     """
 
     name = "integrated_gradients"
-    version = "1"
     signed = True
     reduction = "sum"
-    defaults = {"steps": 50, "baseline": "black", "integration": "gausslegendre", "blur_sigma": 10.0, "seed": 0}
 
     def _attribute(self, x, target):
         base = self.make_baseline(x, self.params["baseline"], seed=int(self.params["seed"]),
@@ -305,11 +298,8 @@ class InteriorGradients(AttributionMethod):
     """
 
     name = "interior_gradients"
-    version = "1"
     signed = True
     reduction = "sum"
-    defaults = {"alphas": (0.02, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0), "alpha": 0.2,
-                "baseline": "black", "blur_sigma": 10.0, "seed": 0}
 
     def _attribute(self, x, target):
         base = self.make_baseline(x, self.params["baseline"], seed=int(self.params["seed"]),

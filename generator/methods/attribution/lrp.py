@@ -3,15 +3,21 @@ residual sums (so relevance is conserved across skip connections)."""
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import torch
 from torch import nn
 
 from ...engine.batching import input_gradient, run_chunked, select_target
 from ...engine.canonizers import BatchNormFolder, ResidualAdd, ResidualCanonizer, canonized
-from ...engine.rules import (ACTIVATIONS, AlphaBetaRule, EpsilonRule, FlatRule, PassRule, Rule,
-                             rules_applied, rules_by_type)
+from ...engine.rules import (
+    ACTIVATIONS,
+    AlphaBetaRule,
+    EpsilonRule,
+    FlatRule,
+    PassRule,
+    Rule,
+    rules_applied,
+    rules_by_type,
+)
 from .base import AttributionMethod, register
 
 _CONV = nn.modules.conv._ConvNd
@@ -22,7 +28,6 @@ _BN = nn.modules.batchnorm._BatchNorm
 class _LRPBase(AttributionMethod):
     signed = True
     reduction = "sum"
-    defaults = {"epsilon": 1e-6, "canonize": True}
 
     def conv_rule(self) -> Rule:
         raise NotImplementedError
@@ -70,7 +75,8 @@ class _LRPBase(AttributionMethod):
 
                 run_chunked(x.shape[0], self.max_batch, chunk)
         total = raw.flatten(1).sum(1)
-        return self._result(raw.sum(1), target, raw, conservation=total / torch.where(score != 0, score, torch.ones_like(score)),
+        conservation = total / torch.where(score != 0, score, torch.ones_like(score))
+        return self._result(raw.sum(1), target, raw, conservation=conservation,
                             relevance_sum=total, target_logit=score)
 
 
@@ -87,7 +93,6 @@ class LRPEpsilon(_LRPBase):
     """
 
     name = "lrp_epsilon"
-    version = "1"
 
     def conv_rule(self):
         return EpsilonRule(float(self.params["epsilon"]))
@@ -104,8 +109,6 @@ class LRPAlphaBeta(_LRPBase):
     """
 
     name = "lrp_alpha_beta"
-    version = "1"
-    defaults = {**_LRPBase.defaults, "alpha": 2.0, "beta": 1.0}
 
     def conv_rule(self):
         return AlphaBetaRule(float(self.params["alpha"]), float(self.params["beta"]))
@@ -126,7 +129,6 @@ class LRPZPlusFlat(_LRPBase):
     """
 
     name = "lrp_zplus_flat"
-    version = "1"
 
     def conv_rule(self):
         return AlphaBetaRule(1.0, 0.0)

@@ -6,7 +6,15 @@ from __future__ import annotations
 import torch
 
 from ...engine.batching import input_gradient, run_chunked, select_target
-from ...engine.rules import ACTIVATIONS, RELU_LIKE, DeconvnetRule, GuidedBackpropRule, RescaleRule, rules_applied, rules_by_type
+from ...engine.rules import (
+    ACTIVATIONS,
+    RELU_LIKE,
+    DeconvnetRule,
+    GuidedBackpropRule,
+    RescaleRule,
+    rules_applied,
+    rules_by_type,
+)
 from .base import AttributionMethod, reduce_channels, register
 
 
@@ -35,7 +43,6 @@ class GuidedBackprop(AttributionMethod):
     """
 
     name = "guided_backprop"
-    version = "1"
     signed = False
     reduction = "max_abs"
 
@@ -55,7 +62,6 @@ class Deconvnet(AttributionMethod):
     """
 
     name = "deconvnet"
-    version = "1"
     signed = False
     reduction = "max_abs"
 
@@ -77,10 +83,8 @@ class DeepLift(AttributionMethod):
     """
 
     name = "deeplift"
-    version = "1"
     signed = True
     reduction = "sum"
-    defaults = {"baseline": "black", "blur_sigma": 10.0, "seed": 0}
 
     def _attribute(self, x, target):
         ref = self.make_baseline(x, self.params["baseline"], seed=int(self.params["seed"]),

@@ -22,10 +22,8 @@ class Occlusion(AttributionMethod):
     """
 
     name = "occlusion"
-    version = "1"
     signed = True
     reduction = "mean"
-    defaults = {"window": 16, "stride": 8, "baseline": "zeros", "output": "logit", "max_batch": 256}
 
     def window_pixels(self, side: int, which: str = "window") -> int:
         value = self.params[which]

@@ -6,15 +6,15 @@ from typing import Dict, Sequence
 
 import torch
 
-from .base import AttributionMethod, AttributionResult
 from ...engine.batching import as_target_tensor
+from .base import AttributionMethod, AttributionResult
 
 
 def attribute_many(methods: Sequence[AttributionMethod], x: torch.Tensor, target) -> Dict[str, AttributionResult]:
     """Results by method name. Methods that only need the plain input gradient (saliency,
     gradient x input) share one backward pass; the SmoothGrad family (SmoothGrad, its squared
-    form, VarGrad) with the same samples, noise level and seed share the noisy gradients; Grad-CAM variants on the same layer share one
-    pass to that layer; everything else runs on its own."""
+    form, VarGrad) with the same samples, noise level and seed share the noisy gradients; Grad-CAM
+    variants on the same layer share one pass to that layer; everything else runs on its own."""
     out: Dict[str, AttributionResult] = {}
     t = as_target_tensor(target, x.shape[0], x.device)
     groups: Dict[tuple, list] = {}

@@ -37,10 +37,13 @@ def resolve_targets(target: TargetSpec, logits: torch.Tensor, spec: Optional[Mod
             raise TypeError(f"cannot use {t!r} as a target")
         if not 0 <= idx < logits.shape[1]:
             raise ValueError(f"target {idx} out of range ({logits.shape[1]} classes)")
-        return torch.full((B,), idx, dtype=torch.long, device=logits.device) if i is None else torch.tensor(idx, device=logits.device)
+        if i is None:
+            return torch.full((B,), idx, dtype=torch.long, device=logits.device)
+        return torch.tensor(idx, device=logits.device)
 
     if isinstance(target, torch.Tensor):
-        return target.to(logits.device, torch.long).view(-1).expand(B).clone() if target.numel() == 1 else target.to(logits.device, torch.long).view(-1)
+        flat = target.to(logits.device, torch.long).view(-1)
+        return flat.expand(B).clone() if target.numel() == 1 else flat
     if target is None or isinstance(target, (int, str)):
         return one(target, None).long()
     items = list(target)
