@@ -12,15 +12,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
 from generator.config import ConfigError, ReportConfig
+from generator.resources import builtin_site_src
 
 # A torchvision weights name: ``IMAGENET1K_V1``, ``DEFAULT`` or ``ResNet18_Weights.IMAGENET1K_V1``.
 _WEIGHTS_NAME = re.compile(r"^([A-Za-z0-9]+_Weights\.)?[A-Z0-9_]+$")
 # Values of ``weights`` that ask a hub for published weights rather than naming a file.
 _HUB_WEIGHTS = {"pretrained"}
-_BUILTIN_SITE_SRC = Path(__file__).resolve().parents[1] / "site_src"
 
 
 def weights_path(source: str, weights: Optional[str]) -> Optional[str]:
@@ -55,7 +55,7 @@ def input_problems(config: ReportConfig) -> List[str]:
     """Missing weights, class-name files, TorchScript files and dataset folders."""
     problems: List[str] = []
 
-    def missing(loc, path: Path, what: str, want_dir: bool = False) -> None:
+    def missing(loc: Tuple[Any, ...], path: Path, what: str, want_dir: bool = False) -> None:
         ok = path.is_dir() if want_dir else path.is_file()
         if not ok:
             state = "does not exist" if not path.exists() else f"is not a {'folder' if want_dir else 'file'}"
@@ -91,7 +91,7 @@ def output_problems(config: ReportConfig) -> List[str]:
     """Hand-written page folders that are missing, outputs that cannot be written."""
     problems: List[str] = []
     for i, entry in enumerate(config.site_src):
-        folder = (_BUILTIN_SITE_SRC / entry[len("builtin:"):]) if entry.startswith("builtin:") \
+        folder = builtin_site_src(entry[len("builtin:"):]) if entry.startswith("builtin:") \
             else config.resolve(entry)
         if not folder.is_dir():
             problems.append(str(config.error(("site_src", i), f"site_src folder {folder} does not exist")))

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Tuple
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from generator import resources
 from generator.config import CardMetadata, ReportConfig
 from generator.render import images as img
 from generator.render import snippet_includes
@@ -24,10 +25,10 @@ from generator.render.references import ReferenceError_, known_references, resol
 from generator.render.pages import discover as discover_pages
 from generator.render.text import attr_escape, math, md_escape, render_math_in_markdown
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = PROJECT_ROOT / "templates"
-SITE_SRC = PROJECT_ROOT / "site_src"
-BASE_MKDOCS = PROJECT_ROOT / "mkdocs.yml"
+# Found through the installed package, so a wheel install renders as well as a checkout does.
+TEMPLATES = resources.TEMPLATES
+SITE_SRC = resources.SITE_SRC
+BASE_MKDOCS = resources.BASE_MKDOCS
 
 CARD_SECTIONS = [
     ("Model details", ["description", "owners", "version", "date", "licence", "citation", "contact", "references"]),
@@ -222,7 +223,7 @@ def _mark_site(folder: Path) -> None:
 def _protected_folders(config: ReportConfig) -> List[Tuple[str, Path]]:
     """(what, folder) pairs that emptying the site folder must never reach."""
     folders = [("the config's folder", config.base_dir), ("output.work_dir", config.work_dir),
-               ("the modelcard installation", PROJECT_ROOT)]
+               ("the modelcard installation", resources.ROOT), ("the modelcard package", resources.PACKAGE_DIR)]
     folders += [(f"site_src folder {entry!r}", folder) for entry, folder in _site_src_entries(config)]
     return folders
 
@@ -280,7 +281,8 @@ def _prune(docs: Path, writer: SiteWriter) -> None:
 
 def _site_src_entries(config: ReportConfig) -> List[Tuple[str, Path]]:
     """(entry as written, folder) for each ``site_src`` entry, whether or not the folder exists."""
-    return [(entry, SITE_SRC / entry[len("builtin:"):] if entry.startswith("builtin:") else config.resolve(entry))
+    return [(entry, resources.builtin_site_src(entry[len("builtin:"):]) if entry.startswith("builtin:")
+             else config.resolve(entry))
             for entry in config.site_src]
 
 
@@ -325,7 +327,7 @@ def check_site_src(config: ReportConfig) -> None:
     A symbolic link in a site_src folder would be copied into the site as its target's content
     (``leak.txt -> /proc/self/environ`` publishes the build's environment), so links that leave
     the folder, and links that lead nowhere, are refused. Snippet includes (``--8<--``) must name
-    an existing file under the project folder; a bad one is reported by page and line here,
+    an existing file under a snippet base (:func:`snippet_bases`); a bad one is reported by page and line here,
     before mkdocs would stop with a traceback. Reads only; torch-free.
     """
     folders = site_src_folders(config)
@@ -340,9 +342,41 @@ def check_site_src(config: ReportConfig) -> None:
     for folder in folders:
         for page in sorted(folder.rglob("*.md")):
             if page.is_file():
-                snippets.extend(snippet_includes.problems(page, PROJECT_ROOT))
+                snippets.extend(_snippet_problems(page, snippet_bases(config)))
     if snippets:
         raise RenderError("\n".join(snippets))
+
+
+def snippet_bases(config: ReportConfig) -> List[Path]:
+    """The folders ``--8<--`` includes are read from, in the order pymdownx.snippets tries them.
+
+    The config's folder comes first, so a user's pages include their own files by a path relative
+    to it whatever the install; then the folder of the shipped files (the checkout, or the
+    package's copy in a wheel install), so built-in pages find the examples they include.
+    """
+    bases: List[Path] = []
+    for base in (config.base_dir, resources.ROOT):
+        if base.resolve() not in [b.resolve() for b in bases]:
+            bases.append(base)
+    return bases
+
+
+def _snippet_problems(page: Path, bases: List[Path]) -> List[str]:
+    """The include problems of ``page`` that every base has, worded as for the first base.
+
+    The extension takes a file from the first base that has it, so an include is wrong only when
+    no base can serve it. Problems are matched by their ``file:line:`` prefix; one inside a file
+    that only some bases serve is left to mkdocs, whose error still leads the message.
+    """
+    reports = [snippet_includes.problems(page, base) for base in bases]
+    if not all(reports):
+        return []  # some base serves every include of the page
+
+    def where(message: str) -> str:
+        return message.split(" snippet include ", 1)[0]
+
+    shared = set.intersection(*({where(m) for m in report} for report in reports))
+    return [m for m in reports[0] if where(m) in shared]
 
 
 def _merge_site_src(config: ReportConfig, docs: Path, writer: SiteWriter, manifest: Manifest) -> List[Any]:
@@ -392,7 +426,8 @@ def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any], scrip
                  "site_dir": str(config.site_dir.resolve())})
     # Hand-written pages may include project files (--8<-- "examples/...") ; a missing one fails.
     extensions = base.setdefault("markdown_extensions", [])
-    extensions.append({"pymdownx.snippets": {"base_path": [str(PROJECT_ROOT)], "check_paths": True}})
+    bases = [str(base) for base in snippet_bases(config)]
+    extensions.append({"pymdownx.snippets": {"base_path": bases, "check_paths": True}})
     if scripts:
         base["extra_javascript"] = list(base.get("extra_javascript", [])) + scripts
     if stylesheets:
