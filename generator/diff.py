@@ -5,6 +5,11 @@ accuracy and the predictions that changed, per image and method how similar the 
 maps are (the images that changed most first), and, where both reports have them, the other
 dimensions' summaries. It writes a Markdown summary short enough for a pull-request comment,
 ``diff.json`` with every number, and the HEAD report's site then shows a "Review" page.
+
+Both reports' records are read typed (:mod:`generator.records`, through
+:class:`~generator.render.manifest.Manifest`): a report written by another modelcard version is
+refused with a line naming the manifest, the artifact or the field, never compared as if it
+were current. The decision set's ``metrics`` stay a dict (see ``SurrogateRecord``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from generator.artifacts.store import write_json_atomic
+from generator.records import AttributionRecord, ModelRecord, PredictionsRecord, SurrogateRecord
 from generator.render.manifest import Manifest
 
 
@@ -79,7 +85,10 @@ def _work_dir(path: Path) -> Path:
 
 def _class_names(manifest: Manifest, model: str) -> List[str]:
     art = manifest.one("model", model=model)
-    return list(art.record.get("class_names", [])) if art is not None else []
+    if art is None:
+        return []
+    info: ModelRecord = art.rec
+    return list(info.class_names)
 
 
 def _name(names: List[str], index: int) -> str:
@@ -90,24 +99,26 @@ def compare_predictions(base: Manifest, head: Manifest, model: str, dataset: str
     a, b = base.one("predictions", model=model, dataset=dataset), head.one("predictions", model=model, dataset=dataset)
     if a is None or b is None:
         return None
-    sa, sb = a.load_json("summary"), b.load_json("summary")
+    # the record is the artifact's summary.json, typed
+    sa: PredictionsRecord = a.rec
+    sb: PredictionsRecord = b.rec
     ta, tb = a.load_npz("topk"), b.load_npz("topk")
-    out: Dict[str, Any] = {"model": model, "dataset": dataset, "accuracy_base": sa.get("accuracy"),
-                           "accuracy_head": sb.get("accuracy"), "count": sb["count"]}
+    out: Dict[str, Any] = {"model": model, "dataset": dataset, "accuracy_base": sa.accuracy,
+                           "accuracy_head": sb.accuracy, "count": sb.count}
     if len(ta["index"]) != len(tb["index"]):
         out.update(changed=True, note="the datasets differ in size; predictions not compared one by one",
                    changed_images=[])
         return out
     top_a, top_b = ta["index"][:, 0], tb["index"][:, 0]
     changed_idx = np.flatnonzero(top_a != top_b)
-    shown_ids = [r["id"] for r in sb.get("shown", [])]
+    shown_ids = [r.id for r in sb.shown]
     names_a = _class_names(base, model)
     names_b = _class_names(head, model)
     examples = []
     for i in changed_idx[:20]:
         item = shown_ids[i] if i < len(shown_ids) else f"#{int(i)}"
         examples.append({"image": item, "base": _name(names_a, int(top_a[i])), "head": _name(names_b, int(top_b[i]))})
-    out.update(changed=bool(len(changed_idx)) or sa.get("accuracy") != sb.get("accuracy"),
+    out.update(changed=bool(len(changed_idx)) or sa.accuracy != sb.accuracy,
                changed_count=int(len(changed_idx)), changed_images=examples,
                probability_shift=float(np.abs(ta["probability"][:, 0] - tb["probability"][:, 0]).mean()))
     return out
@@ -116,22 +127,24 @@ def compare_predictions(base: Manifest, head: Manifest, model: str, dataset: str
 def compare_attributions(base: Manifest, head: Manifest, model: str, dataset: str) -> List[Dict[str, Any]]:
     results = []
     for art_b in head.find("attribution", model=model, dataset=dataset):
-        method = art_b.record["method"]
+        rec_b: AttributionRecord = art_b.rec
+        method = rec_b.method
         art_a = base.one("attribution", model=model, dataset=dataset, method=method)
         entry: Dict[str, Any] = {"model": model, "dataset": dataset, "method": method, "compared": False}
         if art_a is None:
             entry["note"] = "new in HEAD"
             results.append(entry)
             continue
+        rec_a: AttributionRecord = art_a.rec
         maps_a, maps_b = art_a.load_npz("maps")["maps"], art_b.load_npz("maps")["maps"]
-        images_a, images_b = art_a.record["images"], art_b.record["images"]
-        per_image = []
+        images_a, images_b = rec_a.images, rec_b.images
+        per_image: List[Dict[str, Any]] = []
         for j, item in enumerate(images_b):
             if item in images_a:
                 sim = map_similarity(maps_a[images_a.index(item)], maps_b[j])
                 per_image.append({"image": item, **{k: round(v, 4) for k, v in sim.items()},
-                                  "target_base": art_a.record["target_names"][images_a.index(item)],
-                                  "target_head": art_b.record["target_names"][j]})
+                                  "target_base": rec_a.target_names[images_a.index(item)],
+                                  "target_head": rec_b.target_names[j]})
         if per_image:
             per_image.sort(key=lambda r: r["spearman"])
             entry.update(compared=True, per_image=per_image,
@@ -164,9 +177,10 @@ def compare_feature_visualisations(base: Manifest, head: Manifest, top: int = 5)
     difference in [0, 1], and the change of the objective value)."""
     out = []
     for art_b in head.find("features_gallery"):
-        rec_b = art_b.record
-        art_a = base.one("features_gallery", model=rec_b["model"], layer=rec_b["layer"])
-        title = f"Feature visualisations: {rec_b['model']} {rec_b['layer']}"
+        # Found by the labels the manifest lists it under (the gallery's images are in its npz).
+        model, layer = art_b.labels.get("model"), art_b.labels.get("layer")
+        art_a = base.one("features_gallery", model=model, layer=layer)
+        title = f"Feature visualisations: {model} {layer}"
         if art_a is None:
             out.append({"title": title, "changed": True, "lines": ["new in HEAD"], "units": []})
             continue
@@ -193,17 +207,18 @@ def compare_decision_sets(base: Manifest, head: Manifest) -> List[Dict[str, Any]
     """Rules added and removed, and the change of fidelity, per model and dataset."""
     out = []
     for art_b in head.find("data_surrogate"):
-        rec_b = art_b.record
-        art_a = base.one("data_surrogate", model=rec_b.get("model"), dataset=rec_b.get("dataset"))
-        title = f"Decision set: {rec_b.get('model')} on {rec_b.get('dataset')}"
+        rec_b: SurrogateRecord = art_b.rec
+        art_a = base.one("data_surrogate", model=rec_b.model, dataset=rec_b.dataset)
+        title = f"Decision set: {rec_b.model} on {rec_b.dataset}"
         if art_a is None:
             out.append({"title": title, "changed": True, "lines": ["new in HEAD"]})
             continue
-        rules_a = [r["text"] for r in art_a.record.get("rules", [])]
-        rules_b = [r["text"] for r in rec_b.get("rules", [])]
+        rec_a: SurrogateRecord = art_a.rec
+        rules_a = [r.text for r in rec_a.rules]
+        rules_b = [r.text for r in rec_b.rules]
         added = [r for r in rules_b if r not in rules_a]
         removed = [r for r in rules_a if r not in rules_b]
-        fid = [m.get("metrics", {}).get("ids", {}).get("held_out", {}).get("fidelity") for m in (art_a.record, rec_b)]
+        fid = [rec.metrics.get("ids", {}).get("held_out", {}).get("fidelity") for rec in (rec_a, rec_b)]
         lines = [f"added: {r}" for r in added] + [f"removed: {r}" for r in removed]
         if fid[0] is not None and fid[1] is not None and fid[0] != fid[1]:
             lines.append(f"fidelity {100 * fid[0]:.1f}% → {100 * fid[1]:.1f}%")

@@ -8,6 +8,10 @@ Interaction needs no server: ``templates/assets/blocks.js`` (plain JavaScript, c
 ``docs/assets/blocks/blocks.js``) reads a JSON file written next to the pages and updates a
 legend when the reader hovers a grid cell, an upper-layer position or a group. The pages are
 complete without JavaScript (static legends for the strongest cell/group).
+
+Reads the typed ``blocks`` and ``blocks-icons`` records (:mod:`generator.records.blocks`); each
+artifact's ``summary.json`` (cells, groups, attributions, flow) is free-form interface data the
+browser script reads as is, so it stays a dict.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from generator import resources
+from generator.records import BlocksIconsRecord, BlocksRecord
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.pages import blocks_views as bv
 from generator.render.text import slug
 
-JS_SOURCE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "templates", "assets", "blocks.js")
+# Found where the templates are (the checkout, or the package's copy in a wheel install).
+JS_SOURCE = str(resources.TEMPLATES / "assets" / "blocks.js")
 JS_TARGET = "assets/blocks/blocks.js"
 DISPLAY = 392  # px: the activation grid (fits next to a 250 px photo in the content column)
 
@@ -36,7 +43,8 @@ def _classes(summary: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
 def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str, Any]:
     """Everything the templates and the JSON need for one (image, layer) artifact."""
     w = site.writer
-    rec, summary, arr = art.record, art.load_json("summary"), art.load_npz("arrays")
+    rec: BlocksRecord = art.rec
+    summary, arr = art.load_json("summary"), art.load_npz("arrays")
     key = art.key
     gh, gw = summary["grid"]
     pixels = bv.big(arr["pixels"], DISPLAY)
@@ -47,18 +55,21 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
     upper_sprite = None
     if "upper_group_icons" in arr:
         ku = arr["upper_group_icons"].shape[0]
-        upper_sprite = bv.sprite(w, f"assets/gen/{key}/upper-groups.png", arr["upper_group_icons"], list(range(ku)), cols=ku)
+        upper_sprite = bv.sprite(w, f"assets/gen/{key}/upper-groups.png", arr["upper_group_icons"], list(range(ku)),
+                                 cols=ku)
     names = _classes(summary)
     class_maps = []
     for i, sa in enumerate(summary["spatial_attribution"]):
         c = names[sa["class"]]
         class_maps.append({"name": c["name"], "prob": c["prob"], "total": sa["total"],
-                           "image": w.image(f"assets/gen/{key}/class-{i}.png", bv.map_overlay(pixels, arr["class_maps"][i], True))})
+                           "image": w.image(f"assets/gen/{key}/class-{i}.png",
+                                            bv.map_overlay(pixels, arr["class_maps"][i], True))})
     groups = []
     for g in summary["groups"]:
         gi = g["id"]
         groups.append({**g, "colour": bv.GROUP_COLOURS[gi % len(bv.GROUP_COLOURS)],
-                       "image": w.image(f"assets/gen/{key}/group-{gi}.png", bv.map_overlay(pixels, arr["group_maps"][gi], False)),
+                       "image": w.image(f"assets/gen/{key}/group-{gi}.png",
+                                        bv.map_overlay(pixels, arr["group_maps"][gi], False)),
                        "class_names": [[names[c]["name"], v] for c, v in g["classes"]]})
     group_map = w.image(f"assets/gen/{key}/groups-map.png", bv.group_overlay(pixels, arr["group_maps"]))
     mag = arr["magnitude"]
@@ -67,7 +78,8 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
     for r in summary["channel_attribution"]:
         c = names[r["class"]]
         top = max([abs(v) for _, v in r["support"] + r["oppose"]] or [1.0])
-        rankings.append({"name": c["name"], "prob": c["prob"], "support": r["support"], "oppose": r["oppose"], "scale": top})
+        rankings.append({"name": c["name"], "prob": c["prob"], "support": r["support"], "oppose": r["oppose"],
+                         "scale": top})
     competing = None
     if "competing" in summary:
         cc = summary["competing"]
@@ -79,15 +91,16 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
         m = np.asarray(summary["layer_to_layer"]["maps"], np.float32)  # Q x (h*w)
         uh, uw = summary["layer_to_layer"]["upper_grid"]
         q = int(np.argmax(np.abs(m).sum(1)))
-        l2l = {"upper": rec["upper"], "upper_grid": [uh, uw], "strongest": q,
-               "total": w.image(f"assets/gen/{key}/l2l-total.png", bv.map_overlay(pixels, m.sum(0).reshape(gh, gw), True)),
+        l2l = {"upper": rec.upper, "upper_grid": [uh, uw], "strongest": q,
+               "total": w.image(f"assets/gen/{key}/l2l-total.png",
+                                bv.map_overlay(pixels, m.sum(0).reshape(gh, gw), True)),
                "one": w.image(f"assets/gen/{key}/l2l-{q}.png", bv.map_overlay(pixels, m[q].reshape(gh, gw), True))}
-    return {"key": key, "layer": rec["layer"], "upper": rec.get("upper"), "grid": [gh, gw], "photo": photo,
+    return {"key": key, "layer": rec.layer, "upper": rec.upper, "grid": [gh, gw], "photo": photo,
             "summary": summary, "grid_sprite": grid_sprite, "group_sprite": group_sprite, "upper_sprite": upper_sprite,
             "icons": icons, "class_maps": class_maps, "groups": groups, "group_map": group_map,
             "strongest": strongest, "cell": summary["cells"][strongest], "names": names, "rankings": rankings,
             "competing": competing, "l2l": l2l, "magnitude": mag, "group_maps": arr["group_maps"],
-            "slug": slug(rec["layer"])}
+            "slug": slug(rec.layer)}
 
 
 def _flow_view(lower: Dict[str, Any], upper: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -128,10 +141,12 @@ def _learn_dictionary(v: Dict[str, Any]) -> str:
     top = ", ".join(f"{c} ({val:.3g})" for c, val in cell["channels"][:3])
     n = len(cell["channels"])
     return (f"At {v['layer']} ({h} x {w} positions, {v['summary']['channels']} channels) the strongest position is "
-            f"row {cell['row']}, column {cell['col']} (activation norm {cell['magnitude']:.3g}); channels {top} fire most "
+            f"row {cell['row']}, column {cell['col']} (activation norm {cell['magnitude']:.3g}); "
+            f"channels {top} fire most "
             f"there, and locally it argues most for {v['names'][cell['classes'][0][0]]['name']}. Channels "
             + ", ".join(f"{c} (in the top {n} of {k} positions)" for c, k in common)
-            + f" recur most across the image; {len(counts)} of {v['summary']['channels']} channels reach a top {n} somewhere.")
+            + f" recur most across the image; {len(counts)} of {v['summary']['channels']} channels reach a top {n} "
+              "somewhere.")
 
 
 def _learn_attribution(v: Dict[str, Any]) -> str:
@@ -144,7 +159,8 @@ def _learn_attribution(v: Dict[str, Any]) -> str:
                      f"({100 * val / pos:.0f}% of what its top {len(r['support'])} supporting channels give).")
     if v["competing"] is not None:
         cc = v["competing"]
-        parts.append(f"Between {cc['a']['name']} and {cc['b']['name']}, channels {bv.channel_list(cc['for_a'])} argue for "
+        parts.append(f"Between {cc['a']['name']} and {cc['b']['name']}, "
+                     f"channels {bv.channel_list(cc['for_a'])} argue for "
                      f"the first and channels {bv.channel_list(cc['for_b'])} for the second.")
     total = v["class_maps"][0]["total"]
     parts.append(f"Summed over all positions and channels, the linear approximation of the {r['name']} logit "
@@ -199,21 +215,23 @@ def blocks_pages(site: SiteContext) -> List[Any]:
     shutil.copyfile(JS_SOURCE, js_target)
     by_pair: "OrderedDict[Tuple[str, str], OrderedDict[str, list]]" = OrderedDict()
     for a in arts:
-        by_pair.setdefault((a.record["model"], a.record["dataset"]), OrderedDict()).setdefault(a.record["image"], []).append(a)
+        b: BlocksRecord = a.rec
+        by_pair.setdefault((b.model, b.dataset), OrderedDict()).setdefault(b.image, []).append(a)
     nav: List[Any] = []
     for (model_id, ds_id), images in by_pair.items():
         base = f"blocks/{slug(model_id)}/{slug(ds_id)}"
         sprites: Dict[str, bv.Sprite] = {}
         for ia in site.manifest.find("blocks-icons", model=model_id, dataset=ds_id):
             data = ia.load_npz("icons")
-            sprites[ia.record["layer"]] = bv.sprite(w, f"assets/gen/{ia.key}/channels.png", data["icons"],
+            icons_rec: BlocksIconsRecord = ia.rec
+            sprites[icons_rec.layer] = bv.sprite(w, f"assets/gen/{ia.key}/channels.png", data["icons"],
                                                     [int(c) for c in data["channels"]])
         model = site.models.get(model_id, {"title": model_id})
         entries, overview = [], []
         for image_id, layer_arts in images.items():
-            views = [_layer_view(site, a, sprites.get(a.record["layer"])) for a in layer_arts]
+            views = [_layer_view(site, a, sprites.get(a.rec.layer)) for a in layer_arts]
             flows = [_flow_view(v, views[i + 1] if i + 1 < len(views) else None) for i, v in enumerate(views)]
-            rec = layer_arts[0].record
+            rec: BlocksRecord = layer_arts[0].rec
             stem = f"{base}/{slug(image_id)}"
             json_rel = f"{stem}.json"
             pages = {"dictionary": f"{stem}-dictionary.md", "attribution": f"{stem}-attribution.md",
@@ -229,10 +247,13 @@ def blocks_pages(site: SiteContext) -> List[Any]:
             common = dict(model=model, dataset=ds_id, image=rec, views=views, flows=flows, pages=pages,
                           data_file=os.path.basename(json_rel), script=JS_TARGET, colours=bv.GROUP_COLOURS,
                           display=DISPLAY)
-            w.page(pages["dictionary"], "blocks_dictionary.md.j2", learn=[_learn_dictionary(v) for v in views], **common)
-            w.page(pages["attribution"], "blocks_attribution.md.j2", learn=[_learn_attribution(v) for v in views], **common)
-            w.page(pages["groups"], "blocks_groups.md.j2", learn=[_learn_groups(v, f) for v, f in zip(views, flows)], **common)
-            title = rec["title"]
+            w.page(pages["dictionary"], "blocks_dictionary.md.j2", learn=[_learn_dictionary(v) for v in views],
+                   **common)
+            w.page(pages["attribution"], "blocks_attribution.md.j2", learn=[_learn_attribution(v) for v in views],
+                   **common)
+            w.page(pages["groups"], "blocks_groups.md.j2",
+                   learn=[_learn_groups(v, f) for v, f in zip(views, flows)], **common)
+            title = rec.title
             entries.append({title: [{"Semantic dictionary & activation grid": pages["dictionary"]},
                                     {"Attribution": pages["attribution"]}, {"Neuron groups & flow": pages["groups"]}]})
             overview.append({"image": rec, "views": views, "pages": pages})

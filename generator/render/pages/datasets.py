@@ -1,9 +1,11 @@
-"""The data page: every dataset with its images, labels, sources and licences."""
+"""The data page: every dataset with its images, labels, sources and licences (typed
+``dataset`` records, :class:`generator.records.DatasetRecord`)."""
 
 from __future__ import annotations
 
 from typing import Any, List
 
+from generator.records import DatasetRecord
 from generator.render import images as img
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.text import slug
@@ -16,12 +18,12 @@ def data_pages(site: SiteContext) -> List[Any]:
         art = manifest.one("dataset", dataset=ds_id)
         if art is None:
             continue
-        summary = art.load_json("summary")
+        summary: DatasetRecord = art.rec  # the same object as the artifact's summary.json
         thumbs = art.load_npz("thumbs")
         shown = []
         for i, item_id in enumerate(thumbs["ids"].tolist()):
             rel = writer.image(f"assets/gen/{art.key}/{slug(item_id)}.png", img.upscale(thumbs[f"img_{i}"], 84))
-            meta = summary["items"][i] if i < len(summary["items"]) else {}
+            meta = dict(summary.items[i]) if i < len(summary.items) else {}
             shown.append({"id": item_id, "image": rel, **meta})
         dc = next((d for d in config.datasets if d.id == ds_id), None)
         entries.append({"id": ds_id, "title": (dc.title if dc and dc.title else ds_id), "summary": summary,

@@ -1,6 +1,10 @@
 """Evaluation pages: how far each attribution method can be trusted on each model: selectivity
 (deletion / insertion), class sensitivity, the randomisation sanity check, ROAR / KAR and the
-known limits of every method."""
+known limits of every method.
+
+Reads the typed ``evaluation_*`` records (:mod:`generator.records.evaluation`); per-method
+numbers are dicts keyed by method name (the methods are data), their values typed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from generator.records import RoarRecord, SanityRecord, SelectivityRecord, SensitivityRecord
 from generator.render import images as img
 from generator.render.methods_info import info as method_info
 from generator.render.pages import PageBuilder, SiteContext, register_pages
@@ -38,7 +43,8 @@ def many_lines(path: Path, xs: Sequence[float], series: Dict[str, Sequence[float
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if series:  # a check that ran without methods (outcome.methods: []) draws empty axes, no legend
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     img.save_figure(path, fig)
 
 
@@ -47,56 +53,59 @@ def _title(name: str) -> str:
 
 
 def _selectivity(site: SiteContext, art) -> Dict[str, Any]:
-    rec = art.record
+    rec: SelectivityRecord = art.rec
     arrays = art.load_npz("curves")
     xs = (100 * arrays["fractions"]).tolist()
     plots = {}
     for mode in ("deletion", "insertion"):
         mean = arrays[mode].mean(axis=1)  # (M,S+1): averaged over images
         plots[mode] = site.writer.figure(f"assets/gen/{art.key}/{mode}.png", lambda p, mode=mode, mean=mean: many_lines(
-            p, xs, {_title(m): mean[i].tolist() for i, m in enumerate(rec["methods"])},
+            p, xs, {_title(m): mean[i].tolist() for i, m in enumerate(rec.methods)},
             f"% of pixels {'removed' if mode == 'deletion' else 'revealed'}",
-            f"target {rec['output']}", f"{mode.capitalize()} curves (mean over {arrays[mode].shape[1]} images)"))
-    ranking = [{"name": m, "title": _title(m), "deletion": rec["mean_auc"]["deletion"][m],
-                "insertion": rec["mean_auc"]["insertion"][m], "score": rec["score"][m]} for m in rec["ranking"]]
-    per_image = [{"title": _title(m), "deletion": rec["auc"]["deletion"][m], "insertion": rec["auc"]["insertion"][m]}
-                 for m in rec["methods"]]
+            f"target {rec.output}", f"{mode.capitalize()} curves (mean over {arrays[mode].shape[1]} images)"))
+    ranking = [{"name": m, "title": _title(m), "deletion": rec.mean_auc["deletion"][m],
+                "insertion": rec.mean_auc["insertion"][m], "score": rec.score[m]} for m in rec.ranking]
+    per_image = [{"title": _title(m), "deletion": rec.auc["deletion"][m], "insertion": rec.auc["insertion"][m]}
+                 for m in rec.methods]
     return {"record": rec, "plots": plots, "ranking": ranking, "per_image": per_image}
 
 
 def _sensitivity(art) -> Dict[str, Any]:
-    rec = art.record
-    rows = [{"title": _title(m), **{k: v for k, v in r.items() if k.startswith("mean_") or k == "class_insensitive"}}
-            for m, r in rec["per_method"].items()]
+    rec: SensitivityRecord = art.rec
+    rows = [{"title": _title(m), "mean_spearman_top2": r.mean_spearman_top2,
+             "mean_spearman_random": r.mean_spearman_random, "mean_pearson_top2": r.mean_pearson_top2,
+             "mean_pearson_random": r.mean_pearson_random, "class_insensitive": r.class_insensitive}
+            for m, r in rec.per_method.items()]
     return {"record": rec, "rows": sorted(rows, key=lambda r: -r["mean_spearman_top2"])}
 
 
 def _sanity(site: SiteContext, art) -> Dict[str, Any]:
-    rec = art.record
-    layers = rec["layers"]
+    rec: SanityRecord = art.rec
+    layers = rec.layers
     xs = list(range(len(layers) + 1))
     ticks = ["trained"] + [f"+ {name}" for name in layers]
     plot = site.writer.figure(f"assets/gen/{art.key}/cascade.png", lambda p: many_lines(
-        p, xs, {_title(m): [1.0] + r["spearman_abs"] for m, r in rec["per_method"].items()},
+        p, xs, {_title(m): [1.0] + r.spearman_abs for m, r in rec.per_method.items()},
         "layers randomised (top down, cumulative)", "Spearman ρ of |map| vs trained",
         "Cascading randomisation", ylim=(-0.2, 1.05), xticks=ticks))
-    rows = [{"title": _title(m), "final": r["spearman_abs"][-1] if r["spearman_abs"] else None,
-             "final_ssim": r["ssim"][-1] if r["ssim"] else None, "weight_insensitive": r["weight_insensitive"]}
-            for m, r in rec["per_method"].items()]
+    rows = [{"title": _title(m), "final": r.spearman_abs[-1] if r.spearman_abs else None,
+             "final_ssim": r.ssim[-1] if r.ssim else None, "weight_insensitive": r.weight_insensitive}
+            for m, r in rec.per_method.items()]
     return {"record": rec, "plot": plot, "rows": sorted(rows, key=lambda r: -(r["final"] or 0))}
 
 
 def _roar(site: SiteContext, art) -> Dict[str, Any]:
-    rec = art.record
-    xs = [100 * f for f in rec["fractions"]]
+    rec: RoarRecord = art.rec
+    xs = [100 * f for f in rec.fractions]
+    curves = {"roar": rec.roar, "kar": rec.kar}
     plots = {mode: site.writer.figure(f"assets/gen/{art.key}/{mode}.png", lambda p, mode=mode: many_lines(
-        p, xs, {_title(m): accs for m, accs in rec[mode].items()},
+        p, xs, {_title(m): accs for m, accs in curves[mode].items()},
         f"% of pixels {'removed' if mode == 'roar' else 'kept'} (top-k by the method)",
         "test accuracy after retraining", mode.upper(), ylim=(0, 1)))
         for mode in ("roar", "kar")}
-    rows = [{"title": _title(m), "roar": rec["roar"][m], "kar": rec["kar"][m],
-             "roar_mean": float(np.mean(rec["roar"][m])), "kar_mean": float(np.mean(rec["kar"][m]))}
-            for m in rec["roar"]]
+    rows = [{"title": _title(m), "roar": rec.roar[m], "kar": rec.kar[m],
+             "roar_mean": float(np.mean(rec.roar[m])), "kar_mean": float(np.mean(rec.kar[m]))}
+            for m in rec.roar]
     return {"record": rec, "plots": plots, "rows": rows}
 
 
@@ -110,13 +119,15 @@ def evaluation_pages(site: SiteContext) -> List[Any]:
             continue
         docs = {}
         for art in manifest.find("attribution", model=model_id, dataset=ds_id):
-            docs[art.record["method"]] = art.record.get("doc", "")
+            docs[art.rec.method] = art.rec.doc
         limits = [{"title": _title(n), "doc": d, "page": f"outcome/{slug(model_id)}/{slug(ds_id)}/method-{slug(n)}.md"}
                   for n, d in docs.items()]
         page = f"evaluation/{slug(model_id)}/{slug(ds_id)}.md"
         writer.page(page, "evaluation.md.j2", model=models[model_id], dataset=ds_id,
-                    selectivity=_selectivity(site, found["evaluation_selectivity"]) if found["evaluation_selectivity"] else None,
-                    sensitivity=_sensitivity(found["evaluation_sensitivity"]) if found["evaluation_sensitivity"] else None,
+                    selectivity=(_selectivity(site, found["evaluation_selectivity"])
+                                 if found["evaluation_selectivity"] else None),
+                    sensitivity=(_sensitivity(found["evaluation_sensitivity"])
+                                 if found["evaluation_sensitivity"] else None),
                     sanity=_sanity(site, found["evaluation_sanity"]) if found["evaluation_sanity"] else None,
                     roar=_roar(site, found["evaluation_roar"]) if found["evaluation_roar"] else None,
                     limits=limits, has_masks=False)

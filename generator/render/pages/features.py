@@ -2,8 +2,13 @@
 
 Per model: an overview, a Microscope-style gallery per layer whose images link to unit pages
 (visualisation, diversity set, negative, dataset examples, deconvnet projection), class
-visualisations, DeepDream and the first-layer filters. Reads the ``features_*`` artifacts
-of :mod:`generator.pipeline.stages.features`; numpy only (no torch here).
+visualisations, DeepDream and the first-layer filters. Reads the typed ``features_*`` records
+(:mod:`generator.records.features`; the render ``settings`` stay a dict) of
+:mod:`generator.pipeline.stages.features`; numpy only (no torch here).
+
+Every part of a unit page can be switched off in the config (``diversity: 0``,
+``negative: false``, ``examples: 0``, ``deconvnet: false``): the page then leaves that section
+out, so each part is looked up here and handed to the template as ``None`` when absent.
 """
 
 from __future__ import annotations
@@ -12,12 +17,25 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from generator.records import (
+    ClassesRecord,
+    DeconvRecord,
+    DeepDreamRecord,
+    DiversityRecord,
+    ExamplesRecord,
+    GalleryRecord,
+    NegativeRecord,
+)
 from generator.render import images as img
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.pages.features_info import FEATURE_METHODS
 from generator.render.text import slug
 
 THUMB = 112  # px: smallest side of a shown visualisation (28 px renders are enlarged)
+
+#: Everything a unit page may show besides the gallery image; each is None when switched off
+#: or not computed (the template tests each one, and a missing key would be a Jinja error).
+UNIT_PARTS = ("diversity", "negative", "examples", "dataset", "reduce", "description", "deconv")
 
 
 def _picture(site: SiteContext, stem: str, pixels: np.ndarray, min_side: int = THUMB) -> str:
@@ -39,17 +57,17 @@ def unit_page(base: str, layer: str, channel: int) -> str:
 
 def _gallery(site: SiteContext, model_id: str, base: str, art) -> Dict[str, Any]:
     """Write a layer's gallery images; returns the layer's data for its pages."""
-    rec = art.record
+    rec: GalleryRecord = art.rec
     arrays = art.load_npz("images")
-    layer = rec["layer"]
+    layer = rec.layer
     units = []
-    for j, c in enumerate(rec["channels"]):
+    for j, c in enumerate(rec.channels):
         path = _picture(site, f"assets/gen/{art.key}/c{int(c)}", arrays["images"][j])
         site.writer.ref(f"features/{model_id}/{layer}/{int(c)}", path)
-        units.append({"channel": int(c), "image": path, "value": rec["values"][j],
-                      "description": rec["descriptions"][j], "page": unit_page(base, layer, c)})
+        units.append({"channel": int(c), "image": path, "value": rec.values[j],
+                      "description": rec.descriptions[j], "page": unit_page(base, layer, c)})
     return {"layer": layer, "units": units, "page": f"{base}/{_layer_slug(layer)}/index.md",
-            "layer_channels": rec["layer_channels"], "settings": rec["settings"], "description": rec["description"]}
+            "layer_channels": rec.layer_channels, "settings": rec.settings, "description": rec.description}
 
 
 def _unit_sets(site: SiteContext, model_id: str, layer: str) -> Dict[int, Dict[str, Any]]:
@@ -57,20 +75,23 @@ def _unit_sets(site: SiteContext, model_id: str, layer: str) -> Dict[int, Dict[s
     out: Dict[int, Dict[str, Any]] = {}
     div = _one(site, "features_diversity", model=model_id, layer=layer)
     if div is not None:
+        drec: DiversityRecord = div.rec
         arrays = div.load_npz("images")
-        n = div.record["per_unit"]
-        for j, c in enumerate(div.record["channels"]):
+        n = drec.per_unit
+        for j, c in enumerate(drec.channels):
             out.setdefault(int(c), {})["diversity"] = {
-                "images": [_picture(site, f"assets/gen/{div.key}/c{int(c)}-{r}", arrays["images"][j, r]) for r in range(n)],
+                "images": [_picture(site, f"assets/gen/{div.key}/c{int(c)}-{r}", arrays["images"][j, r])
+                           for r in range(n)],
                 "values": [float(v) for v in arrays["values"][j]],
-                "description": div.record["descriptions"][j * n]}
+                "description": drec.descriptions[j * n]}
     neg = _one(site, "features_negative", model=model_id, layer=layer)
     if neg is not None:
+        nrec: NegativeRecord = neg.rec
         arrays = neg.load_npz("images")
-        for j, c in enumerate(neg.record["channels"]):
+        for j, c in enumerate(nrec.channels):
             out.setdefault(int(c), {})["negative"] = {
                 "image": _picture(site, f"assets/gen/{neg.key}/c{int(c)}", arrays["images"][j]),
-                "value": neg.record["values"][j], "description": neg.record["descriptions"][j]}
+                "value": nrec.values[j], "description": nrec.descriptions[j]}
     return out
 
 
@@ -80,25 +101,26 @@ def _examples(site: SiteContext, model_id: str, layer: str) -> Dict[int, Dict[st
     ex = _one(site, "features_examples", model=model_id, layer=layer)
     if ex is None:
         return out
-    rec = ex.record
+    rec: ExamplesRecord = ex.rec
     arrays = ex.load_npz("examples")
-    for j, c in enumerate(rec["channels"]):
+    for j, c in enumerate(rec.channels):
         rows = []
-        for r in range(rec["k"]):
+        for r in range(rec.k):
             crop = _picture(site, f"assets/gen/{ex.key}/c{int(c)}-{r}", arrays["crops"][j, r], 96)
-            rows.append({"rank": r + 1, "item": rec["items"][j][r], "title": rec["titles"][j][r],
-                         "value": rec["values"][j][r], "crop": crop})
-        out[int(c)] = {"examples": rows, "dataset": rec["dataset"], "reduce": rec["reduce"],
-                       "description": rec["description"].replace("channel c", f"channel {int(c)}")}
+            rows.append({"rank": r + 1, "item": rec.items[j][r], "title": rec.titles[j][r],
+                         "value": rec.values[j][r], "crop": crop})
+        out[int(c)] = {"examples": rows, "dataset": rec.dataset, "reduce": rec.reduce,
+                       "description": rec.description.replace("channel c", f"channel {int(c)}")}
     dec = _one(site, "features_deconv", model=model_id, layer=layer)
     if dec is not None:
+        drec: DeconvRecord = dec.rec
         arrays = dec.load_npz("projections")
-        for j, c in enumerate(dec.record["channels"]):
+        for j, c in enumerate(drec.channels):
             out.setdefault(int(c), {})["deconv"] = {
                 "crop": _picture(site, f"assets/gen/{dec.key}/c{int(c)}-crop", arrays["crops"][j], 96),
                 "full": _picture(site, f"assets/gen/{dec.key}/c{int(c)}", arrays["images"][j]),
-                "item": dec.record["items"][j], "position": dec.record["positions"][j],
-                "description": dec.record["description"]}
+                "item": drec.items[j], "position": drec.positions[j],
+                "description": drec.description}
     return out
 
 
@@ -106,15 +128,15 @@ def _classes(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str, 
     art = _one(site, "features_classes", model=model_id)
     if art is None:
         return None
-    rec = art.record
+    rec: ClassesRecord = art.rec
     arrays = art.load_npz("images")
     items = []
-    for j, (c, name) in enumerate(zip(rec["classes"], rec["names"])):
+    for j, (c, name) in enumerate(zip(rec.classes, rec.names)):
         path = _picture(site, f"assets/gen/{art.key}/class-{int(c)}", arrays["images"][j])
         site.writer.ref(f"classvis/{model_id}/{int(c)}", path)
-        items.append({"index": int(c), "name": name, "image": path, "value": rec["values"][j],
-                      "description": rec["descriptions"][j]})
-    return {"items": items, "source": rec["source"], "dataset": rec.get("dataset", ""), "settings": rec["settings"],
+        items.append({"index": int(c), "name": name, "image": path, "value": rec.values[j],
+                      "description": rec.descriptions[j]})
+    return {"items": items, "source": rec.source, "dataset": rec.dataset, "settings": rec.settings,
             "page": f"{base}/classes.md"}
 
 
@@ -122,24 +144,24 @@ def _deepdream(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str
     art = _one(site, "features_deepdream", model=model_id)
     if art is None:
         return None
-    rec = art.record
+    rec: DeepDreamRecord = art.rec
     arrays = art.load_npz("dreams")
     originals = [_picture(site, f"assets/gen/{art.key}/{slug(item)}-original", arrays["originals"][i])
-                 for i, item in enumerate(rec["items"])]
+                 for i, item in enumerate(rec.items)]
     rows = []
-    for li, layer in enumerate(rec["layers"]):
+    for li, layer in enumerate(rec.layers):
         cells = []
-        for i, item in enumerate(rec["items"]):
+        for i, item in enumerate(rec.items):
             path = _picture(site, f"assets/gen/{art.key}/{slug(item)}-{_layer_slug(layer)}", arrays["dreams"][li, i])
             site.writer.ref(f"deepdream/{model_id}/{item}/{layer}", path)
             cells.append(path)
-        rows.append({"layer": layer, "cells": cells, "description": rec["descriptions"][li]})
+        rows.append({"layer": layer, "cells": cells, "description": rec.descriptions[li]})
     photos = [{"item": item, "title": title, "original": originals[i]}
-              for i, (item, title) in enumerate(zip(rec["items"], rec["titles"]))]
+              for i, (item, title) in enumerate(zip(rec.items, rec.titles))]
     # a few photos per table keeps the rows readable on a laptop screen
     groups = [list(range(s, min(len(photos), s + 4))) for s in range(0, len(photos), 4)]
-    return {"photos": photos, "rows": rows, "groups": groups, "dataset": rec["dataset"], "size": rec["size"],
-            "steps": rec["steps"], "octaves": rec["octaves"], "page": f"{base}/deepdream.md"}
+    return {"photos": photos, "rows": rows, "groups": groups, "dataset": rec.dataset, "size": rec.size,
+            "steps": rec.steps, "octaves": rec.octaves, "page": f"{base}/deepdream.md"}
 
 
 def _filters(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str, Any]]:
@@ -148,7 +170,7 @@ def _filters(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str, 
         return None
     grid = art.load_npz("grid")["grid"]
     path = site.writer.image(f"assets/gen/{art.key}/filters.png", grid)
-    return {"image": path, "record": art.record, "page": f"{base}/filters.md"}
+    return {"image": path, "record": art.rec, "page": f"{base}/filters.md"}
 
 
 def feature_pages(site: SiteContext) -> List[Any]:
@@ -156,7 +178,8 @@ def feature_pages(site: SiteContext) -> List[Any]:
     nav: List[Any] = []
     for model_id in manifest.models:
         galleries = manifest.find("features_gallery", model=model_id)
-        extras = [manifest.find(k, model=model_id) for k in ("features_classes", "features_deepdream", "features_filters")]
+        extras = [manifest.find(k, model=model_id)
+                  for k in ("features_classes", "features_deepdream", "features_filters")]
         if not galleries and not any(extras):
             continue
         model = site.models.get(model_id, {"id": model_id, "title": model_id, "page": None})
@@ -167,7 +190,8 @@ def feature_pages(site: SiteContext) -> List[Any]:
             examples = _examples(site, model_id, layer["layer"])
             units = layer["units"]
             for j, unit in enumerate(units):
-                extra = {**sets.get(unit["channel"], {}), **examples.get(unit["channel"], {})}
+                extra = {**dict.fromkeys(UNIT_PARTS), **sets.get(unit["channel"], {}),
+                         **examples.get(unit["channel"], {})}
                 writer.page(unit["page"], "features_unit.md.j2", model=model, layer=layer, unit=unit,
                             extra=extra, methods=FEATURE_METHODS,
                             previous=units[j - 1] if j > 0 else None,

@@ -8,7 +8,8 @@ from typing import Dict
 FEATURE_METHODS: Dict[str, Dict[str, str]] = {
     "channel": {
         "title": "Feature visualisation (channel objective)",
-        "formula": r"x^{\star}=\mathrm{arg\,max}_{x}\;\mathbb{E}_{t\sim T}\,\frac{1}{HW}\sum_{i,j}a_{c,i,j}\big(t(x)\big),"
+        "formula": r"x^{\star}=\mathrm{arg\,max}_{x}\;\mathbb{E}_{t\sim T}\,"
+                   r"\frac{1}{HW}\sum_{i,j}a_{c,i,j}\big(t(x)\big),"
                    r"\quad x=\sigma\big(\mathrm{decorrelate}(\mathcal{F}^{-1}\hat{z})\big)",
         "read": "Each image is optimised, starting from noise, so that one channel of the layer fires as "
                 "strongly as possible on average over all positions. Repeated patterns are what the unit "

@@ -1,4 +1,9 @@
-"""Model pages (specification, training, evaluation, card) and the model-card front page."""
+"""Model pages (specification, training, evaluation, card) and the model-card front page.
+
+Reads the typed ``model``, ``training``, ``predictions`` and ``dataset`` records
+(:mod:`generator.records`); the card metadata and the training settings stay dicts (free-form
+fields of the config).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from generator.records import DatasetRecord, ModelRecord, PredictionsRecord, TrainingRecord
 from generator.render import images as img
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.site import CARD_SECTIONS, merged_card
@@ -18,50 +24,53 @@ def model_pages(site: SiteContext) -> List[Any]:
         art = manifest.one("model", model=model_id)
         if art is None:
             continue
-        info = art.record
+        info: ModelRecord = art.rec
         training = None
         t_art = manifest.one("training", model=model_id)
         if t_art is not None:
-            history = t_art.record["history"]
+            trained: TrainingRecord = t_art.rec
+            history = trained.history
             curve = writer.figure(f"assets/gen/{t_art.key}/curve.png", lambda p: img.line_plot(
-                p, [h["epoch"] for h in history],
-                {"train loss": [h["train_loss"] for h in history],
-                 "test accuracy": [h["test_accuracy"] for h in history]},
+                p, [h.epoch for h in history],
+                {"train loss": [h.train_loss for h in history],
+                 "test accuracy": [h.test_accuracy for h in history]},
                 "epoch", "value", "Training curve"))
-            training = {"record": t_art.record, "curve": curve}
+            training = {"record": trained, "curve": curve}
         evaluations = []
         for pred in manifest.find("predictions", model=model_id):
-            s = pred.load_json("summary")
+            s: PredictionsRecord = pred.rec  # the same object as the artifact's summary.json
             entry: Dict[str, Any] = {
-                "dataset": s["dataset"], "count": s["count"], "accuracy": s.get("accuracy"),
-                "top_k_accuracy": s.get("top_k_accuracy"), "top_k": s["top_k"], "confusion": None,
-                "page": f"outcome/{slug(model_id)}/{slug(s['dataset'])}/predictions.md"}
-            if s.get("confusion"):
+                "dataset": s.dataset, "count": s.count, "accuracy": s.accuracy,
+                "top_k_accuracy": s.top_k_accuracy, "top_k": s.top_k, "confusion": None,
+                "page": f"outcome/{slug(model_id)}/{slug(s.dataset)}/predictions.md"}
+            if s.confusion:
                 entry["confusion"] = writer.figure(
                     f"assets/gen/{pred.key}/confusion.png",
-                    lambda p, s=s: img.confusion_plot(p, np.array(s["confusion"]), info["class_names"]))
-                entry["per_class"] = list(zip(info["class_names"], s["per_class_accuracy"]))
+                    lambda p, s=s: img.confusion_plot(p, np.array(s.confusion), info.class_names))
+                entry["per_class"] = list(zip(info.class_names, s.per_class_accuracy or []))
             evaluations.append(entry)
         mc = next((m for m in config.models if m.id == model_id), None)
         page = f"models/{slug(model_id)}.md"
         site.models[model_id] = {
-            "id": model_id, "title": info.get("title") or model_id, "page": page, "info": info,
-            "card": merged_card(config, info.get("card", {})), "training": training, "evaluations": evaluations,
-            "source": mc.source if mc else info["spec"]["source"]}
+            "id": model_id, "title": info.title or model_id, "page": page, "info": info,
+            "card": merged_card(config, info.card), "training": training, "evaluations": evaluations,
+            "source": mc.source if mc else info.spec.source}
         writer.page(page, "model.md.j2", model=site.models[model_id], sections=CARD_SECTIONS)
     return [{m["title"]: m["page"]} for m in site.models.values()]
 
 
 def front_page(site: SiteContext) -> List[Any]:
     manifest = site.manifest
+    found = (manifest.one("dataset", dataset=i) for i in manifest.datasets)
+    datasets: List[DatasetRecord] = [a.rec for a in found if a is not None]
     site.writer.page("index.md", "index.md.j2", config=site.config, models=list(site.models.values()),
-                     sections=CARD_SECTIONS, failures=manifest.failures, device=manifest.data.get("device"),
-                     datasets=[d for d in (manifest.one("dataset", dataset=i) for i in manifest.datasets) if d])
+                     sections=CARD_SECTIONS, failures=manifest.record.failures, device=manifest.record.device,
+                     datasets=datasets)
     return ["index.md"]
 
 
 def run_page(site: SiteContext) -> List[Any]:
-    site.writer.page("run.md", "run.md.j2", manifest=site.manifest.data, failures=site.manifest.failures)
+    site.writer.page("run.md", "run.md.j2", manifest=site.manifest.record, failures=site.manifest.record.failures)
     return ["run.md"]
 
 

@@ -1,5 +1,10 @@
 """Outcome pages: predictions, per-image grids of all methods, per-method galleries, the
-interior-gradients alpha sweep and the CAM threshold segmentation."""
+interior-gradients alpha sweep and the CAM threshold segmentation.
+
+Reads the typed ``predictions``, ``attribution`` and ``cam_segmentation`` records
+(:mod:`generator.records`); a method's ``params`` and ``extras`` stay dicts (their keys are
+the method's own).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from generator.records import AttributionRecord, CamSegmentationRecord, PredictionsRecord
 from generator.render import images as img
 from generator.render.methods_info import info as method_info
 from generator.render.pages import PageBuilder, SiteContext, register_pages
@@ -70,9 +76,10 @@ def _interior_sweep(site: SiteContext, art, pixels: np.ndarray, base: str, image
     if "extra_sweep" not in arrays:
         return None
     sweep = arrays["extra_sweep"].astype(np.float32)  # (A,B,H,W)
-    alphas = art.record["extras"].get("alphas") or list(range(sweep.shape[0]))
+    rec: AttributionRecord = art.rec
+    alphas = rec.extras.get("alphas") or list(range(sweep.shape[0]))
     rows = []
-    for i, item_id in enumerate(art.record["images"]):
+    for i, item_id in enumerate(rec.images):
         cells = [site.writer.image(f"assets/gen/{art.key}/sweep-{slug(item_id)}-{a}.png",
                                    img.overlay(img.upscale(pixels[i], 96), sweep[a, i], True))
                  for a in range(sweep.shape[0])]
@@ -88,7 +95,7 @@ def _segmentation(site: SiteContext, model_id: str, ds_id: str, pixels: np.ndarr
     art = site.manifest.one("cam_segmentation", model=model_id, dataset=ds_id)
     if art is None:
         return None
-    rec = art.record
+    rec: CamSegmentationRecord = art.rec
     arrays = art.load_npz("segmentation")
     masks = unpack_masks(arrays)
     boxes = arrays["boxes"]
@@ -96,22 +103,22 @@ def _segmentation(site: SiteContext, model_id: str, ds_id: str, pixels: np.ndarr
     factor = max(1, int(np.ceil(112 / min(H, W))))
     rows = []
     for i in range(B):
-        cells = [{"threshold": rec["thresholds"][t], "area": rec["area"][t][i],
+        cells = [{"threshold": rec.thresholds[t], "area": rec.area[t][i],
                   "box": [int(v) for v in boxes[t, i]],
-                  "image": site.writer.image(f"assets/gen/{art.key}/seg-{slug(rec['images'][i])}-{t}.png",
+                  "image": site.writer.image(f"assets/gen/{art.key}/seg-{slug(rec.images[i])}-{t}.png",
                                              draw_segmentation(pixels[i], masks[t, i], boxes[t, i], factor))}
                  for t in range(T)]
-        cam = site.writer.image(f"assets/gen/{art.key}/cam-{slug(rec['images'][i])}.png",
+        cam = site.writer.image(f"assets/gen/{art.key}/cam-{slug(rec.images[i])}.png",
                                 img.overlay(img.upscale(pixels[i]), arrays["cams"][i], False))
-        rows.append({"image": images[i], "target": rec["targets"][i], "cam": cam, "cells": cells})
-    area = np.asarray(rec["area"])  # (T,B)
+        rows.append({"image": images[i], "target": rec.targets[i], "cam": cam, "cells": cells})
+    area = np.asarray(rec.area)  # (T,B)
     plot = site.writer.figure(f"assets/gen/{art.key}/area.png", lambda p: img.line_plot(
-        p, [100 * t for t in rec["thresholds"]],
+        p, [100 * t for t in rec.thresholds],
         {images[i]["title"][:24]: (100 * area[:, i]).tolist() for i in range(B)},
         "threshold (% of the CAM's maximum)", "mask area (% of the image)", "CAM segmentation: mask area",
         ylim=(0, 100)))
-    return {"rows": rows, "plot": plot, "thresholds": rec["thresholds"], "layer": rec.get("layer"),
-            "largest_component": rec.get("largest_component", False), "page": f"{base}/cam-segmentation.md"}
+    return {"rows": rows, "plot": plot, "thresholds": rec.thresholds, "layer": rec.layer,
+            "largest_component": rec.largest_component, "page": f"{base}/cam-segmentation.md"}
 
 
 def outcome_pages(site: SiteContext) -> List[Any]:
@@ -122,31 +129,31 @@ def outcome_pages(site: SiteContext) -> List[Any]:
         if pred is None or model_id not in models:
             continue
         base = f"outcome/{slug(model_id)}/{slug(ds_id)}"
-        summary = pred.load_json("summary")
+        summary: PredictionsRecord = pred.rec  # the same object as the artifact's summary.json
         pixels = pred.load_npz("inputs")["pixels"]
-        rows = summary["shown"]
-        originals = [writer.image(f"assets/gen/{pred.key}/{slug(r['id'])}.png", img.upscale(pixels[i]))
+        rows = summary.shown
+        originals = [writer.image(f"assets/gen/{pred.key}/{slug(r.id)}.png", img.upscale(pixels[i]))
                      for i, r in enumerate(rows)]
         site.shared.setdefault("originals", {})[(model_id, ds_id)] = originals
-        images = [{"id": r["id"], "title": r["title"] or r["id"], "row": r, "original": originals[i],
-                   "page": f"{base}/image-{slug(r['id'])}.md"} for i, r in enumerate(rows)]
+        images = [{"id": r.id, "title": r.title or r.id, "row": r, "original": originals[i],
+                   "page": f"{base}/image-{slug(r.id)}.md"} for i, r in enumerate(rows)]
         methods = []
         sweep = None
         for art in manifest.find("attribution", model=model_id, dataset=ds_id):
-            rec = art.record
+            rec: AttributionRecord = art.rec
             maps = art.load_npz("maps")["maps"]
             overlays = [writer.image(f"assets/gen/{art.key}/{slug(item_id)}.png",
-                                     img.overlay(img.upscale(pixels[i]), maps[i], rec["signed"]))
-                        for i, item_id in enumerate(rec["images"])]
-            info = method_info(rec["method"])
-            extras = rec.get("extras", {})
-            methods.append({"name": rec["method"], "title": info["title"], "formula": info["formula"],
-                            "read": info["read"], "doc": rec.get("doc", ""), "signed": rec["signed"],
-                            "params": rec["params"], "extras": extras, "overlays": overlays,
-                            "table": extras_table(extras, len(rec["images"])),
-                            "targets": rec["target_names"], "probabilities": rec["target_probabilities"],
-                            "page": f"{base}/method-{slug(rec['method'])}.md", "sweep_page": None})
-            if rec["method"] == "interior_gradients":
+                                     img.overlay(img.upscale(pixels[i]), maps[i], rec.signed))
+                        for i, item_id in enumerate(rec.images)]
+            info = method_info(rec.method)
+            extras = rec.extras
+            methods.append({"name": rec.method, "title": info["title"], "formula": info["formula"],
+                            "read": info["read"], "doc": rec.doc, "signed": rec.signed,
+                            "params": rec.params, "extras": extras, "overlays": overlays,
+                            "table": extras_table(extras, len(rec.images)),
+                            "targets": rec.target_names, "probabilities": rec.target_probabilities,
+                            "page": f"{base}/method-{slug(rec.method)}.md", "sweep_page": None})
+            if rec.method == "interior_gradients":
                 sweep = _interior_sweep(site, art, pixels, base, images)
                 if sweep:
                     methods[-1]["sweep_page"] = sweep["page"]
