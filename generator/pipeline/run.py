@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import List
 
 import torch
 
 from generator.artifacts.lock import report_lock
-from generator.artifacts.store import ArtifactStore, artifact_key, json_bytes, write_json_atomic
+from generator.artifacts.store import ArtifactStore, json_bytes, write_json_atomic
 from generator.config import ModelConfig, ReportConfig
 from generator.data.sources import load_dataset
 from generator.models.sources import LoadContext, ModelRequest, load_model
@@ -18,6 +17,7 @@ from generator.pipeline.context import RunContext, select_device
 from generator.pipeline.inputs import clear_input_cache
 from generator.pipeline.progress import Progress, RunSummary
 from generator.pipeline.stages import Stage, discover
+from generator.pipeline.units import Unit, run_unit, run_units
 from generator.pipeline.validate import validate_names
 from generator.preflight import check_config_paths
 
@@ -54,8 +54,7 @@ def _load_everything(ctx: RunContext) -> None:
             ctx.datasets[dc.id] = ds
             for file, reason in ds.skipped:
                 ctx.skipped.append((f"dataset {dc.id}: skipped {file}", reason))
-            write = lambda ds=ds: _dataset_artifact(ctx, ds)  # noqa: E731
-            ctx.guarded(f"dataset {dc.id} summary", write)
+            run_unit(ctx, _dataset_unit(ctx, ds))
         bar.update(1)
     bar.close()
     bar = ctx.progress.stage("load models", len(config.models))
@@ -65,33 +64,33 @@ def _load_everything(ctx: RunContext) -> None:
         if loaded is not None:
             loaded.module.to(ctx.device)
             ctx.models[mc.id] = loaded
-            ctx.guarded(f"model {mc.id} card", lambda: _model_artifact(ctx, mc))
+            if run_unit(ctx, _model_unit(ctx, mc)) is not None:
+                _record_training(ctx, mc)
         bar.update(1)
     bar.close()
 
 
-def _dataset_artifact(ctx: RunContext, ds) -> None:
+def _dataset_unit(ctx: RunContext, ds) -> Unit:
     import numpy as np
 
     from generator.artifacts.store import npz_bytes
 
     thumbs = min(len(ds), 32)
-    key = artifact_key("dataset", "1", data=ds.digest(), thumbs=thumbs, skipped=ds.skipped)
 
     def compute():
         pixels = {f"img_{i}": ds.items[i].pixels for i in range(thumbs)}
+        ids = np.array([it.id for it in ds.items[:thumbs]])
         return ds.summary(), {"summary": ("summary.json", json_bytes(ds.summary())),
-                              "thumbs": ("thumbs.npz", npz_bytes(**pixels, ids=np.array([it.id for it in ds.items[:thumbs]])))}
+                              "thumbs": ("thumbs.npz", npz_bytes(**pixels, ids=ids))}
 
-    artifact, _ = ctx.store.get_or_compute("dataset", key, compute)
-    ctx.record(artifact, dataset=ds.id)
+    return Unit(kind="dataset", family="dataset", label=f"dataset {ds.id} summary", compute=compute, dataset=ds.id,
+                settings={"thumbs": thumbs, "skipped": ds.skipped})
 
 
-def _model_artifact(ctx: RunContext, mc: ModelConfig) -> None:
+def _model_unit(ctx: RunContext, mc: ModelConfig) -> Unit:
     loaded = ctx.models[mc.id]
     spec = loaded.spec
     module = loaded.module
-    key = artifact_key("model", "1", spec=spec.to_json(), card=mc.card.model_dump(), title=mc.title)
 
     def compute():
         params = sum(p.numel() for p in module.parameters())
@@ -101,8 +100,13 @@ def _model_artifact(ctx: RunContext, mc: ModelConfig) -> None:
                 "extra": {k: v for k, v in spec.extra.items() if isinstance(v, (int, float, str))}}
         return info, {"info": ("info.json", json_bytes(info))}
 
-    artifact, _ = ctx.store.get_or_compute("model", key, compute)
-    ctx.record(artifact, model=mc.id)
+    return Unit(kind="model", family="model", label=f"model {mc.id} card", compute=compute, model=mc.id,
+                settings={"spec": spec.to_json(), "card": mc.card.model_dump(), "title": mc.title})
+
+
+def _record_training(ctx: RunContext, mc: ModelConfig) -> None:
+    """The model's training artifact (written while loading it) goes into the manifest too."""
+    loaded = ctx.models[mc.id]
     if "training" in loaded.artifacts:
         training = ctx.store.get("training", loaded.artifacts["training"])
         if training is not None:
@@ -139,13 +143,15 @@ def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
     pairs = ctx.pairs()
     for stage in enabled_stages(config):
         todo = [(mc, ds_id) for mc, ds_id in pairs if stage.applies(ctx, mc, ds_id)]
-        units = stage.units(config)
-        bar = ctx.progress.stage(stage.name, len(todo) * units)
+        expected = stage.expected(config)
+        bar = ctx.progress.stage(stage.name, len(todo) * expected)
         tick = time.perf_counter()
         for mc, ds_id in todo:
             before = bar.n
-            ctx.guarded(f"{stage.name} of {mc.id} on {ds_id}", lambda: stage.run(ctx, mc, ds_id, bar))
-            bar.update(max(0, before + units - bar.n))  # keep counts right when a pair failed early
+            # Declaring can fail too (a bad layer name, no embedding layer): the pair is named then.
+            ctx.guarded(f"{stage.name} of {mc.id} on {ds_id}",
+                        lambda: run_units(ctx, stage.declare(ctx, mc, ds_id), bar))
+            bar.update(max(0, before + expected - bar.n))  # keep counts right when a pair failed early
         bar.close()
         stage_seconds[stage.name] = time.perf_counter() - tick
     ctx.progress.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, List
+from typing import Any, Callable, Iterable, List
 
 from generator.config import ModelConfig, ReportConfig
 from generator.registry import Registry
@@ -19,15 +19,17 @@ from generator.registry import Registry
 class Stage:
     """One kind of work, run for every (model, dataset) pair it applies to.
 
-    ``run(ctx, model_config, dataset_id, bar)`` must call ``bar.update`` once per unit it
-    finishes; ``units(config)`` says how many units one pair has (for the progress bar).
+    ``declare(ctx, model_config, dataset_id)`` yields the pair's units
+    (:class:`generator.pipeline.units.Unit`); the runner keys, reuses or computes, and records
+    each one. It may be a generator, so units declared later can depend on earlier results.
+    ``expected(config)`` estimates how many units one pair has (for the progress bar).
     """
 
     name: str
     order: int
-    run: Callable[..., None]
+    declare: Callable[..., Iterable[Any]]
     enabled: Callable[[ReportConfig], bool] = lambda config: True
-    units: Callable[[ReportConfig], int] = lambda config: 1
+    expected: Callable[[ReportConfig], int] = lambda config: 1
     applies: Callable[[Any, ModelConfig, str], bool] = lambda ctx, mc, dataset_id: True
 
 

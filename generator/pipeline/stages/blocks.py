@@ -17,17 +17,18 @@ call; image ``i`` of a call has its own seed, so results are deterministic.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
+from generator.artifacts.store import json_bytes, npz_bytes
 from generator.config import ModelConfig
 from generator.data.imageio import unit_to_uint8
 from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
 from generator.pipeline.stages import Stage, register_stage
+from generator.pipeline.units import Unit
 
 KIND = "blocks"
 ICON_KIND = "blocks-icons"
@@ -182,7 +183,11 @@ def used_channels(summary: Dict[str, Any]) -> Tuple[set, set]:
 # the stage
 
 
-def run_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
+def declare_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit per (image, layer), then one icon unit per layer for the channels they show.
+
+    The icon units are declared only after the image units ran (this is a generator), because
+    which channels need icons is read from their summaries."""
     s = ctx.config.blocks
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     spec = loaded.spec
@@ -193,47 +198,46 @@ def run_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> N
     classes = resolve_classes(s, spec)
     icons = s.icons_for(ctx.device.type)
     display = displayed(spec, dataset, max(indices) + 1) if indices else None
-    params = dict(top_k=s.top_k, classes=classes, n_channels=s.n_channels, n_groups=s.n_groups, icons=icons,
-                  seed=ctx.config.seed, device=ctx.device.type, weights=spec.weights_digest,
-                  preprocessing=[spec.input_size, spec.resize, spec.interpolation, spec.mean, spec.std])
+    params = dict(top_k=s.top_k, classes=classes, n_channels=s.n_channels, n_groups=s.n_groups, icons=icons)
+    run = {"seed": ctx.config.seed, "device": ctx.device.type}
     channels: Dict[str, set] = {layer: set() for layer in layers}
+
+    def collect(layer: str, upper: Optional[str]):
+        def after(artifact) -> None:
+            own, up = used_channels(artifact.load_json("summary"))
+            channels[layer] |= own
+            if upper is not None:
+                channels[upper] |= up
+        return after
+
     for i in indices:
         item = dataset.items[i]
         pixels = display[i]
+        # The image's own pixels, not the dataset's digest: adding an image to the dataset
+        # recomputes nothing for the others (these units are the expensive ones).
         pixel_digest = hashlib.sha256(pixels.tobytes()).hexdigest()[:16]
         for li, layer in enumerate(layers):
             upper = layers[li + 1] if li + 1 < len(layers) else None
-            key = artifact_key(KIND, VERSION, layer=layer, upper=upper, image=item.id, pixels=pixel_digest, **params)
-            got = ctx.guarded(
-                f"building blocks of {mc.id}/{item.id} at {layer}",
-                lambda: ctx.store.get_or_compute(
-                    KIND, key, lambda: compute_blocks(ctx, mc, dataset_id, item, pixels, layer, upper, classes)),
-            )
-            if got is not None:
-                artifact = got[0]
-                ctx.record(artifact, model=mc.id, dataset=dataset_id, image=item.id, layer=layer)
-                own, up = used_channels(artifact.load_json("summary"))
-                channels[layer] |= own
-                if upper is not None:
-                    channels[upper] |= up
-            if bar is not None:
-                bar.update(1)
+            yield Unit(kind=KIND, family="blocks", version=VERSION,
+                       label=f"building blocks of {mc.id}/{item.id} at {layer}",
+                       compute=lambda item=item, pixels=pixels, layer=layer, upper=upper: compute_blocks(
+                           ctx, mc, dataset_id, item, pixels, layer, upper, classes),
+                       model=mc.id, dataset=dataset_id, dataset_digest=False,
+                       inputs={"image": item.id, "pixels": pixel_digest},
+                       params={**params, "layer": layer, "upper": upper}, settings=run,
+                       labels={"image": item.id, "layer": layer}, after=collect(layer, upper))
     for layer in layers:
         wanted = sorted(channels[layer])
         if wanted:
-            ctx.guarded(f"channel icons of {mc.id} at {layer}",
-                        lambda: _channel_icons(ctx, mc, dataset_id, layer, wanted, icons))
-        if bar is not None:
-            bar.update(1)
+            yield _icons_unit(ctx, mc, dataset_id, layer, wanted, icons)
+        # A layer without channels to show has no unit; run.py's top-up keeps the bar's count.
 
 
-def _channel_icons(ctx: RunContext, mc: ModelConfig, dataset_id: str, layer: str, wanted: List[int],
-                   icons: Dict[str, Any]) -> None:
+def _icons_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str, layer: str, wanted: List[int],
+                icons: Dict[str, Any]) -> Unit:
     from generator.methods import featurevis as fv
 
     loaded = ctx.models[mc.id]
-    key = artifact_key(ICON_KIND, VERSION, layer=layer, channels=wanted, icons=icons, seed=ctx.config.seed,
-                       device=ctx.device.type, weights=loaded.spec.weights_digest)
 
     def compute():
         pics = render_icons(loaded.module, loaded.spec, fv.channel(layer, wanted), icons, icons["size"],
@@ -241,9 +245,12 @@ def _channel_icons(ctx: RunContext, mc: ModelConfig, dataset_id: str, layer: str
         record = {"model": mc.id, "layer": layer, "channels": wanted, "icons": icons}
         return record, {"icons": ("icons.npz", npz_bytes(icons=pics, channels=np.asarray(wanted, np.int64)))}
 
-    artifact, _ = ctx.store.get_or_compute(ICON_KIND, key, compute)
-    ctx.record(artifact, model=mc.id, dataset=dataset_id, layer=layer)
+    # Icons do not depend on any image: shared by every dataset of the model (labelled with this one).
+    return Unit(kind=ICON_KIND, family="blocks", version=VERSION, label=f"channel icons of {mc.id} at {layer}",
+                compute=compute, model=mc.id, params={"layer": layer, "channels": wanted, "icons": icons},
+                settings={"seed": ctx.config.seed, "device": ctx.device.type},
+                labels={"dataset": dataset_id, "layer": layer})
 
 
-register_stage(Stage(name="building blocks", order=40, run=run_blocks,
-                     enabled=lambda config: config.blocks.enabled, units=_units, applies=applies))
+register_stage(Stage(name="building blocks", order=40, declare=declare_blocks,
+                     enabled=lambda config: config.blocks.enabled, expected=_units, applies=applies))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from generator.artifacts.store import artifact_key
+from generator.artifacts.keys import input_digest
 from generator.config import ModelConfig
 from generator.engine.hooks import capture_activations, hooks_removed_after
 from generator.engine.layers import get_layer
@@ -119,7 +119,8 @@ def data_split(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> DataSplit:
                           f"the model's training split ({len(images):,} images)",
                           all_test, labels, np.arange(len(ds)), [it.id for it in ds.items],
                           checkpoints, True)
-        split.digest = artifact_key("data_split", VERSION, training=art.key, index=index.tolist(), test=ds.digest())
+        split.digest = input_digest("data_split", version=VERSION, training=art.key, index=index.tolist(),
+                                    test=ds.digest())
     else:
         perm = np.random.default_rng(seed).permutation(len(ds))
         n_test = max(1, int(round(holdout * len(ds))))
@@ -130,7 +131,7 @@ def data_split(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> DataSplit:
                           f"{1 - holdout:.0%} of dataset {dataset_id} ({len(rest):,} images; the rest is held out)",
                           all_test[test_rows], labels[test_rows], test_rows, [ds.items[i].id for i in test_rows],
                           final, False)
-        split.digest = artifact_key("data_split", VERSION, data=ds.digest(), index=index.tolist(),
+        split.digest = input_digest("data_split", version=VERSION, data=ds.digest(), index=index.tolist(),
                                     test=test_rows.tolist())
     _SPLITS[cache] = split
     return split
@@ -188,7 +189,8 @@ def channel_layer(ctx: RunContext, mc: ModelConfig) -> Optional[str]:
     return ctx.config.data.decision_set.channel_layer or spec.cam_layer or (spec.layers[-1] if spec.layers else None)
 
 
-def final_passes(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+def final_passes(ctx: RunContext, mc: ModelConfig, dataset_id: str
+                 ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """The final model's pass over the training pool and over the held-out examples (cached)."""
     split = data_split(ctx, mc, dataset_id)
     loaded = ctx.models[mc.id]
@@ -222,12 +224,14 @@ def checkpoint_passes(ctx: RunContext, mc: ModelConfig, dataset_id: str, test_ro
             model = copy.deepcopy(loaded.module)
             model.load_state_dict(state)
             model.to(ctx.device).eval()
-            tr = forward_pass(model, loaded.spec, split.train_pixels, ctx.device, embedding_layer=None, channel_layer=None)
+            tr = forward_pass(model, loaded.spec, split.train_pixels, ctx.device, embedding_layer=None,
+                              channel_layer=None)
             te = forward_pass(model, loaded.spec, split.test_pixels[test_rows], ctx.device,
                               embedding_layer=None, channel_layer=None)
             del model
         prefix = f"{lin_name}." if lin_name else ""
-        lin_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix):] in ("weight", "bias")}
+        lin_state = {k[len(prefix):]: v for k, v in state.items()
+                     if k.startswith(prefix) and k[len(prefix):] in ("weight", "bias")}
         out.append((tr, te, lin_state, lr))
     return out
 

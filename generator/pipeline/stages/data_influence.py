@@ -18,17 +18,18 @@ Test images: the first ``data.influence.correct`` correctly classified and the f
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import torch
 from torch import nn
 
-from generator.artifacts.store import artifact_key, npz_bytes
+from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.stages.data_common import applies, checkpoint_passes, data_split, final_passes, last_linear
+from generator.pipeline.units import Unit
 
 KIND = "data_influence"
 VERSION = "1"
@@ -62,15 +63,14 @@ def top_rows(scores: np.ndarray, k: int, helpful_is_large: bool) -> tuple:
     return (large, small) if helpful_is_large else (small, large)
 
 
-def run_influence(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
+def declare_influence(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit: TracIn and influence functions for the chosen held-out images."""
     from generator.methods.data.influence import last_layer_influence, tracin
 
     s = ctx.config.data.influence
     loaded = ctx.models[mc.id]
     spec = loaded.spec
     split = data_split(ctx, mc, dataset_id)
-    key = artifact_key(KIND, VERSION, split=split.digest, weights=spec.weights_digest, params=s.model_dump(),
-                       seed=ctx.config.seed, device=ctx.device.type)
 
     def compute():
         train, test = final_passes(ctx, mc, dataset_id)
@@ -130,13 +130,13 @@ def run_influence(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -
                       train_pixels=split.train_pixels[referenced])
         return record, {"influence": ("influence.npz", npz_bytes(**arrays))}
 
-    found = ctx.store.get_or_compute(KIND, key, compute)
-    ctx.record(found[0], model=mc.id, dataset=dataset_id)
-    if bar is not None:
-        bar.update(1)
+    yield Unit(kind=KIND, family="data", version=VERSION,
+               label=f"data (influential examples) of {mc.id} on {dataset_id}",
+               compute=compute, model=mc.id, dataset=dataset_id, inputs={"split": split.digest},
+               params=s.model_dump(), settings={"seed": ctx.config.seed, "device": ctx.device.type})
 
 
-register_stage(Stage(name="data (influential examples)", order=41, run=run_influence,
+register_stage(Stage(name="data (influential examples)", order=41, declare=declare_influence,
                      enabled=lambda config: config.data.enabled and config.data.influence.enabled
                      and bool(config.data.influence.methods),
                      applies=applies))

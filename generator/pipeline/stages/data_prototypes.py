@@ -8,16 +8,17 @@ and the model's prediction, so pages can say how often criticisms are misclassif
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 import torch
 
-from generator.artifacts.store import artifact_key, npz_bytes
+from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.stages.data_common import applies, data_split, embedding_layer, final_passes
+from generator.pipeline.units import Unit
 
 KIND = "data_prototypes"
 VERSION = "1"
@@ -41,8 +42,9 @@ def misclassified_share(entries: List[Dict[str, Any]]) -> float | None:
     return float(np.mean([e["prediction"] != e["label"] for e in entries])) if entries else None
 
 
-def run_prototypes(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
-    from generator.methods.data.mmd_critic import mmd_critic, median_heuristic_bandwidth, mmd_critic_per_class
+def declare_prototypes(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit: MMD-critic per class and over all classes."""
+    from generator.methods.data.mmd_critic import median_heuristic_bandwidth, mmd_critic, mmd_critic_per_class
 
     settings, ps = ctx.config.data, ctx.config.data.prototypes
     loaded = ctx.models[mc.id]
@@ -51,8 +53,6 @@ def run_prototypes(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) 
     layer = embedding_layer(ctx, mc) if settings.space == "embedding" else None
     if settings.space == "embedding" and not layer:
         raise ctx.config.error(("data", "embedding_layer"), f"model {mc.id!r} has no embedding layer; name one")
-    key = artifact_key(KIND, VERSION, split=split.digest, weights=spec.weights_digest, space=settings.space,
-                       layer=layer, params=ps.model_dump(), seed=ctx.config.seed, device=ctx.device.type)
 
     def compute():
         train, _ = final_passes(ctx, mc, dataset_id)
@@ -90,12 +90,12 @@ def run_prototypes(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) 
                                                     pixels=split.train_pixels[rows]))}
         return record, files
 
-    found = ctx.store.get_or_compute(KIND, key, compute)
-    ctx.record(found[0], model=mc.id, dataset=dataset_id)
-    if bar is not None:
-        bar.update(1)
+    yield Unit(kind=KIND, family="data", version=VERSION, label=f"data (prototypes) of {mc.id} on {dataset_id}",
+               compute=compute, model=mc.id, dataset=dataset_id, inputs={"split": split.digest},
+               params={**ps.model_dump(), "space": settings.space, "layer": layer},
+               settings={"seed": ctx.config.seed, "device": ctx.device.type})
 
 
-register_stage(Stage(name="data (prototypes)", order=40, run=run_prototypes,
+register_stage(Stage(name="data (prototypes)", order=40, declare=declare_prototypes,
                      enabled=lambda config: config.data.enabled and config.data.prototypes.enabled,
                      applies=applies))

@@ -16,15 +16,16 @@ the true labels), coverage, overlap, number of rules and their length.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 
-from generator.artifacts.store import artifact_key, npz_bytes
+from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.stages.data_common import applies, channel_layer, data_split, final_passes
+from generator.pipeline.units import Unit
 
 KIND = "data_surrogate"
 VERSION = "1"
@@ -48,18 +49,26 @@ def _jsonable(params) -> Dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params}
 
 
-def run_surrogate(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
-    from generator.methods.surrogates import (ChannelFeatures, FeatureSet, IDSWeights, RegionIntensityFeatures,
-                                              fit_ids, fit_rule_list, fit_tree_surrogate, ids_objective,
-                                              mine_candidate_rules, rule_set_metrics)
+def declare_surrogate(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit: the decision set and its baselines, fitted to the network's predictions."""
+    from generator.methods.surrogates import (
+        ChannelFeatures,
+        FeatureSet,
+        IDSWeights,
+        RegionIntensityFeatures,
+        fit_ids,
+        fit_rule_list,
+        fit_tree_surrogate,
+        ids_objective,
+        mine_candidate_rules,
+        rule_set_metrics,
+    )
 
     s = ctx.config.data.decision_set
     loaded = ctx.models[mc.id]
     spec = loaded.spec
     split = data_split(ctx, mc, dataset_id)
     layer = channel_layer(ctx, mc) if "channel" in s.features else None
-    key = artifact_key(KIND, VERSION, split=split.digest, weights=spec.weights_digest, params=s.model_dump(),
-                       layer=layer, seed=ctx.config.seed, device=ctx.device.type)
 
     def compute():
         train, test = final_passes(ctx, mc, dataset_id)
@@ -135,13 +144,13 @@ def run_surrogate(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -
                   "icon_rows": np.asarray(icons, np.int64), "icon_pixels": split.train_pixels[icons]}
         return record, {"surrogate": ("surrogate.npz", npz_bytes(**arrays))}
 
-    found = ctx.store.get_or_compute(KIND, key, compute)
-    ctx.record(found[0], model=mc.id, dataset=dataset_id)
-    if bar is not None:
-        bar.update(1)
+    yield Unit(kind=KIND, family="data", version=VERSION, label=f"data (decision set) of {mc.id} on {dataset_id}",
+               compute=compute, model=mc.id, dataset=dataset_id, inputs={"split": split.digest},
+               params={**s.model_dump(), "channel_layer": layer},
+               settings={"seed": ctx.config.seed, "device": ctx.device.type})
 
 
-register_stage(Stage(name="data (decision set)", order=42, run=run_surrogate,
+register_stage(Stage(name="data (decision set)", order=42, declare=declare_surrogate,
                      enabled=lambda config: config.data.enabled and config.data.decision_set.enabled
                      and bool(config.data.decision_set.features),
                      applies=applies))

@@ -4,17 +4,20 @@ ROAR / KAR, which retrains, lives in :mod:`evaluation_roar`."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
-from generator.artifacts.store import artifact_key, npz_bytes
+from generator.artifacts.keys import effective_method_params
+from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
 from generator.pipeline.stages import Stage, register_stage
-from generator.pipeline.stages.outcome import KIND as OUTCOME_KIND, outcome_key, resolve_outcome_targets
+from generator.pipeline.stages.outcome import KIND as OUTCOME_KIND
+from generator.pipeline.stages.outcome import outcome_key, resolve_outcome_targets
+from generator.pipeline.units import Need, Unit
 
 VERSION = "1"
 
@@ -44,18 +47,33 @@ def _bound(ctx: RunContext, mc: ModelConfig, names: List[str]) -> Dict[str, Any]
             for n in names}
 
 
-def _images(ctx: RunContext, mc: ModelConfig, dataset_id: str, k: int) -> Tuple[torch.Tensor, int]:
+def _count(ctx: RunContext, dataset_id: str, k: int) -> int:
+    """How many of the shown images a check uses."""
+    return min(k, ctx.config.outcome.images, len(ctx.datasets[dataset_id]))
+
+
+def _images(ctx: RunContext, mc: ModelConfig, dataset_id: str, n: int) -> torch.Tensor:
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     shown = min(ctx.config.outcome.images, len(dataset))
-    n = min(k, shown)
-    return model_input(loaded.spec, displayed(loaded.spec, dataset, shown)[:n], ctx.device), n
+    return model_input(loaded.spec, displayed(loaded.spec, dataset, shown)[:n], ctx.device)
 
 
-def _base_key(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Dict[str, Any]:
-    loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
-    return dict(weights=loaded.spec.weights_digest, data=dataset.digest(), seed=ctx.config.seed,
-                precision=ctx.config.precision, device=ctx.device.type, target=ctx.config.outcome.target,
-                shown=min(ctx.config.outcome.images, len(dataset)))
+def effective_params(config, names: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Each method's effective parameters as the checks run it (defaults merged)."""
+    return {m: effective_method_params(m, {"precision": config.precision, **method_params(config, m)})
+            for m in names}
+
+
+def _unit(ctx: RunContext, mc: ModelConfig, dataset_id: str, check: str, compute, n: int,
+          params: Dict[str, Any], needs: Optional[Dict[str, Need]] = None) -> Unit:
+    """A check's unit: every check depends on the shown images, the targets, seed and device."""
+    dataset = ctx.datasets[dataset_id]
+    return Unit(kind=f"evaluation_{check}", family="evaluation", version=VERSION,
+                label=f"evaluation {check} on {mc.id}/{dataset_id}", compute=compute, model=mc.id,
+                dataset=dataset_id, needs=needs or {}, params=params,
+                settings={"images": n, "seed": ctx.config.seed, "device": ctx.device.type,
+                          "target": ctx.config.outcome.target,
+                          "shown": min(ctx.config.outcome.images, len(dataset))})
 
 
 def patch_pixels(patch, side: int) -> int:
@@ -64,24 +82,24 @@ def patch_pixels(patch, side: int) -> int:
     return max(1, int(patch))
 
 
-def run_selectivity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
-    """Deletion and insertion curves from the outcome stage's stored maps (no recomputation)."""
+def selectivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Optional[Unit]:
+    """Deletion and insertion curves from the outcome stage's stored maps (no recomputation);
+    None when no method's maps are stored."""
     from generator.evaluation import deletion_insertion
 
     s = ctx.config.evaluation.selectivity
     names = [m for m in evaluated_methods(ctx.config) if m in ctx.config.outcome.methods]
-    stored = {m: ctx.store.get(OUTCOME_KIND, outcome_key(ctx, mc, dataset_id, m)) for m in names}
-    stored = {m: a for m, a in stored.items() if a is not None}
-    if not stored:
-        return
-    x, n = _images(ctx, mc, dataset_id, s.images_for(mc.id))
-    side = x.shape[-2]
-    patch = patch_pixels(s.patch, side)
-    key = artifact_key("evaluation_selectivity", VERSION, **_base_key(ctx, mc, dataset_id), images=n,
-                       maps={m: a.key for m, a in stored.items()}, settings=s.model_dump(exclude={"models", "enabled"}))
+    keys = {m: outcome_key(ctx, mc, dataset_id, m) for m in names}
+    # Only the maps that exist: a method whose maps failed is left out of the curves.
+    needs = {m: Need(OUTCOME_KIND, k) for m, k in keys.items() if ctx.store.get(OUTCOME_KIND, k) is not None}
+    if not needs:
+        return None
+    n = _count(ctx, dataset_id, s.images_for(mc.id))
+    patch = patch_pixels(s.patch, int(ctx.models[mc.id].spec.input_size[1]))
 
-    def compute():
+    def compute(**stored):
         loaded = ctx.models[mc.id]
+        x = _images(ctx, mc, dataset_id, n)
         maps = {m: torch.as_tensor(a.load_npz("maps")["maps"][:n]) for m, a in stored.items()}
         first = next(iter(stored.values()))
         target = torch.as_tensor(first.record["targets"][:n])
@@ -105,8 +123,8 @@ def run_selectivity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
         record["ranking"] = sorted(methods, key=lambda m: -record["score"][m])
         return record, {"curves": ("curves.npz", npz_bytes(**arrays))}
 
-    artifact, _ = ctx.store.get_or_compute("evaluation_selectivity", key, compute)
-    ctx.record(artifact, model=mc.id, dataset=dataset_id)
+    return _unit(ctx, mc, dataset_id, "selectivity", compute, n,
+                 {**s.model_dump(exclude={"models", "enabled"}), "patch_pixels": patch}, needs)
 
 
 def _targets(ctx: RunContext, mc: ModelConfig, dataset_id: str, x: torch.Tensor) -> torch.Tensor:
@@ -116,18 +134,18 @@ def _targets(ctx: RunContext, mc: ModelConfig, dataset_id: str, x: torch.Tensor)
     return resolve_outcome_targets(ctx, mc, dataset_id, x_all)[: x.shape[0]]
 
 
-def run_sensitivity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
+def sensitivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Unit:
+    """Class sensitivity: does each method's map change when the target class does?"""
     from generator.evaluation import class_sensitivity
 
     s = ctx.config.evaluation.sensitivity
     names = evaluated_methods(ctx.config)
     _check_names(names)
-    x, n = _images(ctx, mc, dataset_id, s.images_for(mc.id))
-    key = artifact_key("evaluation_sensitivity", VERSION, **_base_key(ctx, mc, dataset_id), images=n,
-                       methods={m: method_params(ctx.config, m) for m in names}, threshold=s.threshold)
+    n = _count(ctx, dataset_id, s.images_for(mc.id))
 
     def compute():
         loaded = ctx.models[mc.id]
+        x = _images(ctx, mc, dataset_id, n)
         with torch.no_grad():
             logits = loaded.module(x).float()
         torch.manual_seed(ctx.config.seed)
@@ -147,11 +165,12 @@ def run_sensitivity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
                 r[f"mean_{k}"] = round(float(np.mean(r[k])), 6)
         return record, {}
 
-    artifact, _ = ctx.store.get_or_compute("evaluation_sensitivity", key, compute)
-    ctx.record(artifact, model=mc.id, dataset=dataset_id)
+    return _unit(ctx, mc, dataset_id, "sensitivity", compute, n,
+                 {"methods": effective_params(ctx.config, names), "threshold": s.threshold})
 
 
-def run_sanity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
+def sanity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Unit:
+    """Cascading randomisation: do the maps change when the weights are randomised?"""
     from generator.evaluation import cascading_randomization
     from generator.evaluation.sanity import default_cascade
     from generator.methods.attribution import ATTRIBUTION_METHODS
@@ -159,13 +178,12 @@ def run_sanity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
     s = ctx.config.evaluation.sanity
     names = evaluated_methods(ctx.config)
     _check_names(names)
-    x, n = _images(ctx, mc, dataset_id, s.images_for(mc.id))
+    n = _count(ctx, dataset_id, s.images_for(mc.id))
     loaded = ctx.models[mc.id]
     layers = default_cascade(loaded.module)[: s.max_layers]
-    key = artifact_key("evaluation_sanity", VERSION, **_base_key(ctx, mc, dataset_id), images=n, layers=layers,
-                       methods={m: method_params(ctx.config, m) for m in names}, threshold=s.threshold)
 
     def compute():
+        x = _images(ctx, mc, dataset_id, n)
         target = _targets(ctx, mc, dataset_id, x)
         methods = {m: (ATTRIBUTION_METHODS.get(m), loaded.spec, {"precision": ctx.config.precision,
                                                                   **method_params(ctx.config, m)}) for m in names}
@@ -180,21 +198,24 @@ def run_sanity(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> None:
                                      "weight_insensitive": r["weight_insensitive"]} for m, r in res.items()}}
         return record, {}
 
-    artifact, _ = ctx.store.get_or_compute("evaluation_sanity", key, compute)
-    ctx.record(artifact, model=mc.id, dataset=dataset_id)
+    return _unit(ctx, mc, dataset_id, "sanity", compute, n,
+                 {"methods": effective_params(ctx.config, names), "threshold": s.threshold, "layers": layers})
 
 
-CHECKS = (("selectivity", run_selectivity), ("sensitivity", run_sensitivity), ("sanity", run_sanity))
+CHECKS = (("selectivity", selectivity_unit), ("sensitivity", sensitivity_unit), ("sanity", sanity_unit))
 
 
-def run_evaluation(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
-    for name, fn in CHECKS:
+def declare_evaluation(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit per check that applies to the model. A check that cannot even be declared (an
+    unknown method name) is reported under its own name and the other checks still run."""
+    for name, make in CHECKS:
         if getattr(ctx.config.evaluation, name).applies_to(mc.id):
-            ctx.guarded(f"evaluation {name} on {mc.id}/{dataset_id}", lambda fn=fn: fn(ctx, mc, dataset_id))
-        if bar is not None:
-            bar.update(1)
+            unit = ctx.guarded(f"evaluation {name} on {mc.id}/{dataset_id}",
+                               lambda make=make: make(ctx, mc, dataset_id))
+            if unit is not None:
+                yield unit
 
 
-register_stage(Stage(name="evaluation", order=40, run=run_evaluation,
+register_stage(Stage(name="evaluation", order=40, declare=declare_evaluation,
                      enabled=lambda config: config.evaluation.enabled and config.outcome.enabled,
-                     units=lambda config: len(CHECKS)))
+                     expected=lambda config: len(CHECKS)))

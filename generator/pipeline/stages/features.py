@@ -14,21 +14,23 @@ For each model (once, on its first dataset pair) this plans what to show from th
   Olah & Tyka 2015).
 
 Every render is seeded, so the same settings give the same images; every key holds what
-determines the result (weights digest, layer, channels, effective settings, seed, device).
+determines the result (model identity, layer, channels, effective settings, seed, device).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from generator.config import ModelConfig, ReportConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.stages import Stage, register_stage
+from generator.pipeline.units import Unit
 
-# Render calls per model, for the progress bar: filters, galleries, unit sets, dataset
-# examples with deconvnet projections, class visualisations, DeepDream.
-UNITS = 6
+# Units per model, an estimate for the progress bar (the plan decides: filters, and per layer
+# a gallery, a diversity set, negatives, dataset examples and deconvnet projections, classes,
+# DeepDream).
+UNITS = 12
 SMALL_INPUT = 64  # px: models with smaller inputs are cheap enough to show every channel
 
 
@@ -65,7 +67,8 @@ def feature_dataset(ctx: RunContext, mc: ModelConfig) -> Optional[str]:
     if chosen is not None:
         if chosen not in ctx.datasets:
             raise ctx.config.error(("features", "examples_dataset", mc.id),
-                                   f"dataset {chosen!r} is not defined or failed to load (loaded: {sorted(ctx.datasets)})")
+                                   f"dataset {chosen!r} is not defined or failed to load "
+                                   f"(loaded: {sorted(ctx.datasets)})")
         return chosen
     return next((ds for m, ds in ctx.pairs() if m.id == mc.id), None)
 
@@ -87,7 +90,8 @@ def _check_settings(config: ReportConfig) -> None:
             if model_id not in ids:
                 close = difflib.get_close_matches(model_id, ids, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise config.error(("features", field, model_id), f"unknown model id {model_id!r}{hint} (models: {ids})")
+                raise config.error(("features", field, model_id),
+                                   f"unknown model id {model_id!r}{hint} (models: {ids})")
 
 
 def make_plan(ctx: RunContext, mc: ModelConfig) -> FeaturePlan:
@@ -161,18 +165,12 @@ def make_plan(ctx: RunContext, mc: ModelConfig) -> FeaturePlan:
                        dream_images=dream_images, dream_size=dream_size)
 
 
-def run_features(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
+def declare_features(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
     from generator.pipeline.stages import features_compute as fc
 
-    plan = make_plan(ctx, mc)
-    job = fc.FeatureJob(ctx, mc, plan)
-    steps = [job.filters, job.galleries, job.unit_sets, job.examples, job.classes, job.deepdream]
-    for step in steps:
-        step()
-        if bar is not None:
-            bar.update(1)
+    yield from fc.FeatureJob(ctx, mc, make_plan(ctx, mc)).units()
 
 
-register_stage(Stage(name="features (feature visualisation)", order=40, run=run_features,
-                     enabled=lambda config: config.features.enabled, units=lambda config: UNITS,
+register_stage(Stage(name="features (feature visualisation)", order=40, declare=declare_features,
+                     enabled=lambda config: config.features.enabled, expected=lambda config: UNITS,
                      applies=_applies))

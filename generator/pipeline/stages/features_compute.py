@@ -1,25 +1,26 @@
 """The artifacts of the features stage (see :mod:`generator.pipeline.stages.features`).
 
 Images are stored PNG-ready (uint8, N x H x W x C) with the objective values and the
-readable objective descriptions, so the renderer only writes files. Each artifact's key
-holds the weights digest, the layer and channels, the effective render settings, the seed
-and the device type; a second run with the same settings reuses every one of them.
+readable objective descriptions, so the renderer only writes files. Each piece is a unit whose
+key holds the model's identity, the layer and channels, the effective render settings, the
+seed and the device type; a second run with the same settings reuses every one of them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generator.artifacts.store import Artifact, artifact_key, npz_bytes
+from generator.artifacts.store import Artifact, npz_bytes
 from generator.config import ModelConfig
-from generator.engine.preprocess import batches
 from generator.data.imageio import unit_to_uint8 as to_uint8
+from generator.engine.preprocess import batches
 from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.units import Need, Unit, unit_key
 
 VERSION = "1"
 
@@ -29,7 +30,7 @@ def _rounded(values: np.ndarray, digits: int = 5) -> List[float]:
 
 
 class FeatureJob:
-    """All feature artifacts of one model; each method computes (or reuses) one kind."""
+    """All feature units of one model; each method declares the units of one kind."""
 
     def __init__(self, ctx: RunContext, mc: ModelConfig, plan) -> None:
         self.ctx, self.mc, self.plan = ctx, mc, plan
@@ -37,19 +38,19 @@ class FeatureJob:
         self.model, self.spec = loaded.module, loaded.spec
         self.seed = int(ctx.config.seed)
         self.dataset = ctx.datasets.get(plan.dataset_id) if plan.dataset_id else None
-        self.examples_by_layer: Dict[str, Artifact] = {}
+
+    def units(self) -> Iterator[Unit]:
+        """Every unit, in the order the pages list them."""
+        for step in (self.filters, self.galleries, self.unit_sets, self.examples, self.classes, self.deepdream):
+            yield from step()
 
     # -------------------------------------------------------------------------- helpers
-    def _key(self, kind: str, **parts: Any) -> str:
-        return artifact_key(kind, VERSION, weights=self.spec.weights_digest, model=self.mc.id, seed=self.seed,
-                            device=self.ctx.device.type, **parts)
-
-    def _store(self, kind: str, key: str, compute, what: str, **labels: Any) -> Artifact | None:
-        got = self.ctx.guarded(f"{what} of {self.mc.id}", lambda: self.ctx.store.get_or_compute(kind, key, compute))
-        if got is None:
-            return None
-        self.ctx.record(got[0], model=self.mc.id, **labels)
-        return got[0]
+    def _unit(self, kind: str, compute, what: str, *, dataset: Optional[str] = None,
+              labels: Optional[Dict[str, Any]] = None, needs: Optional[Dict[str, Need]] = None,
+              **params: Any) -> Unit:
+        return Unit(kind=kind, family="features", version=VERSION, label=f"{what} of {self.mc.id}", compute=compute,
+                    model=self.mc.id, dataset=dataset, needs=needs or {}, params=params, labels=labels or {},
+                    settings={"seed": self.seed, "device": self.ctx.device.type})
 
     def _render_settings(self) -> Dict[str, Any]:
         p = self.plan.profile
@@ -72,7 +73,7 @@ class FeatureJob:
                 "values": _rounded(res.final_values), "settings": settings}
 
     # -------------------------------------------------------------------------- pieces
-    def filters(self) -> None:
+    def filters(self) -> Iterator[Unit]:
         """The first convolution's weights (each filter scaled by its own peak, grey = 0)."""
         if not self.ctx.config.features.filters:
             return
@@ -86,9 +87,9 @@ class FeatureJob:
                    "in_channels": int(conv.in_channels), "out_channels": int(conv.out_channels)}
             return rec, {"grid": ("grid.npz", npz_bytes(grid=to_uint8(grid)))}
 
-        self._store("features_filters", self._key("features_filters"), compute, "first-layer filters")
+        yield self._unit("features_filters", compute, "first-layer filters")
 
-    def galleries(self) -> None:
+    def galleries(self) -> Iterator[Unit]:
         """One image per chosen channel of each layer, the whole layer in one render call."""
         from generator.methods import featurevis as fv
 
@@ -103,10 +104,10 @@ class FeatureJob:
                     images=to_uint8(res.images), channels=np.asarray(chans, np.int64),
                     values=res.final_values.astype(np.float32), trajectory=res.trajectory.astype(np.float32)))}
 
-            key = self._key("features_gallery", layer=layer, channels=chans, settings=self._render_settings())
-            self._store("features_gallery", key, compute, f"gallery {layer}", layer=layer)
+            yield self._unit("features_gallery", compute, f"gallery {layer}", labels={"layer": layer}, layer=layer,
+                             channels=chans, settings=self._render_settings())
 
-    def unit_sets(self) -> None:
+    def unit_sets(self) -> Iterator[Unit]:
         """Per unit: a diversity set and the negative visualisation (each one batched render
         over all the layer's chosen channels)."""
         from generator.methods import featurevis as fv
@@ -127,10 +128,9 @@ class FeatureJob:
                     return rec, {"images": ("images.npz", npz_bytes(
                         images=imgs, values=res.final_values.reshape(len(chans), n).astype(np.float32)))}
 
-                key = self._key("features_diversity", layer=layer, channels=chans, n=n,
-                                weight=self.plan.profile.diversity_weight, settings=self._render_settings(),
-                                steps=self._set_steps())
-                self._store("features_diversity", key, compute_div, f"diversity {layer}", layer=layer)
+                yield self._unit("features_diversity", compute_div, f"diversity {layer}", labels={"layer": layer},
+                                 layer=layer, channels=chans, n=n, weight=self.plan.profile.diversity_weight,
+                                 settings=self._render_settings(), steps=self._set_steps())
             if feats.negative:
                 def compute_neg(layer=layer, chans=chans):
                     res = fv.negative_gallery(self.model, self.spec, layer, chans, profile=self.plan.profile,
@@ -139,11 +139,10 @@ class FeatureJob:
                     return rec, {"images": ("images.npz", npz_bytes(
                         images=to_uint8(res.images), values=res.final_values.astype(np.float32)))}
 
-                key = self._key("features_negative", layer=layer, channels=chans, settings=self._render_settings(),
-                                steps=self._set_steps())
-                self._store("features_negative", key, compute_neg, f"negative {layer}", layer=layer)
+                yield self._unit("features_negative", compute_neg, f"negative {layer}", labels={"layer": layer},
+                                 layer=layer, channels=chans, settings=self._render_settings(), steps=self._set_steps())
 
-    def examples(self) -> None:
+    def examples(self) -> Iterator[Unit]:
         """Top-activating dataset images per unit (spatial max), their crops around the
         strongest position, and the deconvnet projection of the strongest one."""
         if self.dataset is None or self.plan.examples <= 0:
@@ -175,21 +174,18 @@ class FeatureJob:
                     positions=ex.positions.astype(np.int64), boxes=ex.boxes(), crops=crops,
                     shown=shown.astype(np.int64), thumbs=display[shown]))}
 
-            key = self._key("features_examples", layer=layer, channels=chans, k=k, data=dataset.digest(),
-                            preprocessing=[spec.input_size, spec.resize, spec.interpolation, spec.mean, spec.std])
-            art = self._store("features_examples", key, compute, f"dataset examples {layer}", layer=layer,
-                              dataset=dataset.id)
-            if art is not None:
-                self.examples_by_layer[layer] = art
-                if self.ctx.config.features.deconvnet:
-                    self._deconv(layer, art)
+            unit = self._unit("features_examples", compute, f"dataset examples {layer}", dataset=dataset.id,
+                              labels={"layer": layer}, layer=layer, channels=chans, k=k)
+            yield unit
+            if self.ctx.config.features.deconvnet:
+                yield self._deconv(layer, Need("features_examples", unit_key(self.ctx, unit)))
 
-    def _deconv(self, layer: str, examples: Artifact) -> None:
+    def _deconv(self, layer: str, examples: Need) -> Unit:
         from generator.methods import featurevis as fv
 
         dataset, spec = self.dataset, self.spec
 
-        def compute():
+        def compute(examples: Artifact):
             arrays = examples.load_npz("examples")
             top = arrays["indices"][:, 0]
             pos = arrays["positions"][:, 0]
@@ -199,7 +195,8 @@ class FeatureJob:
             chans = examples.record["channels"]
             proj = fv.deconv_projection(self.model, layer, x, chans, pos)
             images = np.stack([fv.projection_image(p) for p in proj])
-            crops = np.stack([images[j, t:b, l:r] for j, (t, l, b, r) in enumerate(boxes)])
+            crops = np.stack([images[j, top:bottom, left:right]
+                              for j, (top, left, bottom, right) in enumerate(boxes)])
             rec = {"model": self.mc.id, "layer": layer, "dataset": dataset.id, "channels": chans,
                    "items": [dataset.items[int(i)].id for i in top], "positions": pos.tolist(),
                    "peaks": _rounded(np.abs(proj).reshape(len(chans), -1).max(axis=1), 6),
@@ -207,10 +204,10 @@ class FeatureJob:
                                   "dataset example, every ReLU rectifying the backward signal (deconvnet)"}
             return rec, {"projections": ("projections.npz", npz_bytes(images=images, crops=crops))}
 
-        key = self._key("features_deconv", layer=layer, examples=examples.key)
-        self._store("features_deconv", key, compute, f"deconvnet {layer}", layer=layer, dataset=dataset.id)
+        return self._unit("features_deconv", compute, f"deconvnet {layer}", dataset=dataset.id, labels={"layer": layer},
+                          needs={"examples": examples}, layer=layer)
 
-    def classes(self) -> None:
+    def classes(self) -> Iterator[Unit]:
         """One image per chosen class maximising its logit."""
         if not self.plan.classes:
             return
@@ -227,10 +224,10 @@ class FeatureJob:
             return rec, {"images": ("images.npz", npz_bytes(images=to_uint8(res.images),
                                                             values=res.final_values.astype(np.float32)))}
 
-        key = self._key("features_classes", classes=classes, settings=self._render_settings())
-        self._store("features_classes", key, compute, "class visualisations")
+        yield self._unit("features_classes", compute, "class visualisations", classes=classes,
+                         settings=self._render_settings())
 
-    def deepdream(self) -> None:
+    def deepdream(self) -> Iterator[Unit]:
         """Each photo dreamed at each DeepDream layer (rows shallow to deep)."""
         if self.dataset is None or self.plan.dream_images <= 0 or not self.plan.dream_layers:
             return
@@ -250,15 +247,15 @@ class FeatureJob:
             dreams = fv.deepdream(self.model, spec, photos, layers, steps=prof.deepdream_steps,
                                   octaves=prof.deepdream_octaves, jitter=jitter, seed=self.seed,
                                   precision=prof.precision)
-            stack = np.stack([to_uint8(dreams[l]) for l in layers])  # (layers, N, H, W, C)
+            stack = np.stack([to_uint8(dreams[layer]) for layer in layers])  # (layers, N, H, W, C)
             originals = to_uint8(photos.permute(0, 2, 3, 1).numpy())
             rec = {"model": self.mc.id, "dataset": dataset.id, "layers": layers,
                    "items": [it.id for it in dataset.items[:n]],
                    "titles": [it.title or it.id for it in dataset.items[:n]], "size": size,
                    "steps": prof.deepdream_steps, "octaves": prof.deepdream_octaves, "jitter": jitter,
-                   "descriptions": [f"layer({l}): mean squared activation of {l}" for l in layers]}
+                   "descriptions": [f"layer({layer}): mean squared activation of {layer}" for layer in layers]}
             return rec, {"dreams": ("dreams.npz", npz_bytes(dreams=stack, originals=originals))}
 
-        key = self._key("features_deepdream", layers=layers, images=n, size=size, data=dataset.digest(),
-                        steps=prof.deepdream_steps, octaves=prof.deepdream_octaves, precision=prof.precision)
-        self._store("features_deepdream", key, compute, "DeepDream", dataset=dataset.id)
+        yield self._unit("features_deepdream", compute, "DeepDream", dataset=dataset.id, layers=layers, images=n,
+                         size=size, steps=prof.deepdream_steps, octaves=prof.deepdream_octaves,
+                         precision=prof.precision)

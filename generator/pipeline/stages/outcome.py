@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
-from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
+from generator.artifacts.keys import effective_method_params, method_version
+from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.finite import check_logits, check_maps
-from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.stages import Stage, register_stage
+from generator.pipeline.units import Unit, unit_key
 
 KIND = "attribution"
 
@@ -54,71 +56,108 @@ def _arrays(extras: Dict[str, Any]) -> Dict[str, np.ndarray]:
             if isinstance(v, torch.Tensor) and v.numel() > 64}
 
 
-def _method_key(ctx: RunContext, spec, dataset, n: int, method: str, params: Dict[str, Any]) -> str:
-    from generator.methods.attribution import ATTRIBUTION_METHODS
+def outcome_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str, method: str,
+                 compute: Optional[Callable[[], Any]] = None) -> Unit:
+    """The unit of ``method``'s maps for this pair (its key is what later stages look them up by)."""
+    dataset = ctx.datasets[dataset_id]
+    params = {"precision": ctx.config.precision, **ctx.config.outcome.params.get(method, {})}
+    return Unit(kind=KIND, family="attribution", label=f"{method} on {mc.id}/{dataset_id}",
+                compute=compute or _declared_only, model=mc.id, dataset=dataset_id,
+                method=method, params=effective_method_params(method, params), method_version=method_version(method),
+                settings={"images": min(ctx.config.outcome.images, len(dataset)), "target": ctx.config.outcome.target,
+                          "seed": ctx.config.seed, "device": ctx.device.type},
+                labels={"method": method})
 
-    cls = ATTRIBUTION_METHODS.get(method)
-    return artifact_key(KIND, getattr(cls, "version", "1"), method=method, params=params,
-                        weights=spec.weights_digest, data=dataset.digest(), images=n,
-                        target=ctx.config.outcome.target, seed=ctx.config.seed,
-                        precision=ctx.config.precision, device=ctx.device.type)
+
+def _declared_only():
+    raise RuntimeError("this unit was declared for its key only")
 
 
 def outcome_key(ctx: RunContext, mc: ModelConfig, dataset_id: str, method: str) -> str:
-    """The artifact key of ``method``'s maps for this pair (later stages look the maps up by it)."""
-    loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
-    n = min(ctx.config.outcome.images, len(dataset))
-    return _method_key(ctx, loaded.spec, dataset, n, method, dict(ctx.config.outcome.params.get(method, {})))
+    """The artifact key of ``method``'s maps for this pair."""
+    return unit_key(ctx, outcome_unit(ctx, mc, dataset_id, method))
 
 
-def run_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
-    """Every configured method on the shown images. Methods whose artifacts are missing run
-    together through :func:`attribute_many`, so methods that share passes (saliency and
-    gradient x input; the SmoothGrad family; Grad-CAM variants) pay for them once."""
-    from generator.methods.attribution import ATTRIBUTION_METHODS, attribute_many
+class JointAttribution:
+    """The maps of every method of a pair whose artifact is missing, computed together on first
+    request through :func:`attribute_many`, so methods that share passes (saliency and
+    gradient x input; the SmoothGrad family; Grad-CAM variants) pay for them once. Each unit
+    then takes its own method's result, or re-raises its own method's error."""
+
+    def __init__(self, ctx: RunContext, mc: ModelConfig, dataset_id: str, keys: Dict[str, str]) -> None:
+        self.ctx, self.mc, self.dataset_id, self.keys = ctx, mc, dataset_id, keys
+        self.done = False
+        self.results: Dict[str, Any] = {}
+        self.errors: Dict[str, BaseException] = {}
+        self.explainers: Dict[str, Any] = {}
+        self.probs: Optional[torch.Tensor] = None
+
+    def _run(self) -> None:
+        from generator.methods.attribution import ATTRIBUTION_METHODS, attribute_many
+
+        ctx, mc, dataset_id = self.ctx, self.mc, self.dataset_id
+        loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
+        spec = loaded.spec
+        n = min(ctx.config.outcome.images, len(dataset))
+        missing = [m for m, key in self.keys.items() if ctx.store.get(KIND, key) is None]
+        x = model_input(spec, displayed(spec, dataset, n), ctx.device)
+        targets = resolve_outcome_targets(ctx, mc, dataset_id, x)
+        with torch.no_grad():
+            self.probs = torch.softmax(loaded.module(x).float(), 1).cpu()
+        for m in missing:
+            params = {"precision": ctx.config.precision, **ctx.config.outcome.params.get(m, {})}
+            try:
+                self.explainers[m] = ATTRIBUTION_METHODS.get(m)(loaded.module, spec, **params)
+            except Exception as exc:  # noqa: BLE001 - that method's unit reports it
+                self.errors[m] = exc
+        torch.manual_seed(ctx.config.seed)
+        shared = ctx.guarded(f"attribution on {mc.id}/{dataset_id}",
+                             lambda: attribute_many(list(self.explainers.values()), x, targets))
+        if shared is not None:
+            self.results = shared
+            return
+        for m, explainer in self.explainers.items():  # one method broke the shared run: each alone
+            torch.manual_seed(ctx.config.seed)
+            try:
+                self.results[m] = explainer.attribute(x, targets)
+            except Exception as exc:  # noqa: BLE001
+                self.errors[m] = exc
+
+    def result(self, method: str) -> Any:
+        if not self.done:
+            self.done = True  # once, even when it raises: the error below is then every unit's
+            try:
+                self._run()
+            except Exception as exc:  # noqa: BLE001
+                self.errors = {m: exc for m in self.keys}
+        if method in self.errors:
+            raise self.errors[method]
+        if method not in self.results:
+            raise RuntimeError(f"{method} was stored when the run started and has gone since")
+        return self.results[method]
+
+
+def declare_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit per configured method, on the shown images."""
+    from generator.methods.attribution import ATTRIBUTION_METHODS
 
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     spec = loaded.spec
     n = min(ctx.config.outcome.images, len(dataset))
-    display = displayed(spec, dataset, n)
     ids: List[str] = [it.id for it in dataset.items[:n]]
-    keys = {m: _method_key(ctx, spec, dataset, n, m, dict(ctx.config.outcome.params.get(m, {})))
-            for m in ctx.config.outcome.methods}
-    missing = [m for m in ctx.config.outcome.methods if ctx.store.get(KIND, keys[m]) is None]
-    results: Dict[str, Any] = {}
-    explainers: Dict[str, Any] = {}
-    x = targets = probs = None
-    if missing:
-        x = model_input(spec, display, ctx.device)
-        targets = resolve_outcome_targets(ctx, mc, dataset_id, x)
-        with torch.no_grad():
-            probs = torch.softmax(loaded.module(x).float(), 1).cpu()
-        for m in missing:
-            params = dict(ctx.config.outcome.params.get(m, {}))
-            built = ctx.guarded(f"{m} on {mc.id}/{dataset_id}", lambda m=m, params=params: ATTRIBUTION_METHODS.get(m)(
-                loaded.module, spec, **{"precision": ctx.config.precision, **params}))
-            if built is not None:
-                explainers[m] = built
-        torch.manual_seed(ctx.config.seed)
-        shared = ctx.guarded(f"attribution on {mc.id}/{dataset_id}",
-                             lambda: attribute_many(list(explainers.values()), x, targets))
-        if shared is None:  # one method broke the shared run: run each alone so the others survive
-            for m, explainer in explainers.items():
-                torch.manual_seed(ctx.config.seed)
-                r = ctx.guarded(f"{m} on {mc.id}/{dataset_id}", lambda e=explainer: e.attribute(x, targets))
-                if r is not None:
-                    results[m] = r
-        else:
-            results = shared
-    for method in ctx.config.outcome.methods:
+    methods = ctx.config.outcome.methods
+    units = {m: outcome_unit(ctx, mc, dataset_id, m) for m in methods}
+    joint = JointAttribution(ctx, mc, dataset_id, {m: unit_key(ctx, u) for m, u in units.items()})
+    for method, unit in units.items():
         cls = ATTRIBUTION_METHODS.get(method)
 
         def compute(method=method, cls=cls):
-            result = results[method].cpu()
+            result = joint.result(method).cpu()
             check_maps(mc.id, method, result.maps, ids)
             t = result.targets.cpu()
+            probs = joint.probs
             record = {
-                "model": mc.id, "dataset": dataset_id, "method": method, "params": explainers[method].params,
+                "model": mc.id, "dataset": dataset_id, "method": method, "params": joint.explainers[method].params,
                 "signed": bool(result.signed), "reduction": result.reduction, "images": ids,
                 "targets": [int(v) for v in t], "target_names": [spec.class_names[int(v)] for v in t],
                 "target_probabilities": [round(float(probs[i, int(v)]), 5) for i, v in enumerate(t)],
@@ -128,18 +167,10 @@ def run_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> 
             arrays.update({f"extra_{k}": v for k, v in _arrays(result.extras).items()})
             return record, {"maps": ("maps.npz", npz_bytes(**arrays))}
 
-        if method in missing and method not in results:
-            if bar is not None:
-                bar.update(1)
-            continue  # its failure is already recorded
-        artifact = ctx.guarded(f"{method} on {mc.id}/{dataset_id}",
-                               lambda: ctx.store.get_or_compute(KIND, keys[method], compute))
-        if artifact is not None:
-            ctx.record(artifact[0], model=mc.id, dataset=dataset_id, method=method)
-        if bar is not None:
-            bar.update(1)
+        unit.compute = compute
+        yield unit
 
 
-register_stage(Stage(name="outcome (attribution)", order=20, run=run_outcome,
+register_stage(Stage(name="outcome (attribution)", order=20, declare=declare_outcome,
                      enabled=lambda config: config.outcome.enabled and bool(config.outcome.methods),
-                     units=lambda config: len(config.outcome.methods)))
+                     expected=lambda config: len(config.outcome.methods)))

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from generator.artifacts.store import artifact_key, json_bytes, npz_bytes
+from generator.artifacts.store import json_bytes, npz_bytes
 from generator.config import ModelConfig
 from generator.engine.preprocess import batches
 from generator.pipeline.context import RunContext
 from generator.pipeline.finite import check_logits
-from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.stages import Stage, register_stage
+from generator.pipeline.units import Unit
 
 KIND = "predictions"
 VERSION = "1"
@@ -32,14 +33,12 @@ def predict(model: torch.nn.Module, spec, display: np.ndarray, device: torch.dev
     return np.concatenate(out) if out else np.zeros((0, spec.num_classes), np.float32)
 
 
-def run_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
+def declare_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit: the whole dataset's top-k predictions (and the shown images' inputs)."""
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     spec = loaded.spec
     top_k = min(ctx.config.predictions.top_k, spec.num_classes)
     shown = min(ctx.config.outcome.images, len(dataset))
-    key = artifact_key(KIND, VERSION, weights=spec.weights_digest, data=dataset.digest(), top_k=top_k, shown=shown,
-                       preprocessing=[spec.input_size, spec.resize, spec.interpolation, spec.mean, spec.std],
-                       device=ctx.device.type)
 
     def compute():
         display = displayed(spec, dataset, len(dataset))
@@ -73,13 +72,13 @@ def run_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None)
             "summary": ("summary.json", json_bytes(summary)),
             "topk": ("topk.npz", npz_bytes(index=order.astype(np.int32), probability=top_p.astype(np.float32),
                                             label=labels)),
-            "inputs": ("inputs.npz", npz_bytes(pixels=display[:shown], ids=np.array([it.id for it in dataset.items[:shown]]))),
+            "inputs": ("inputs.npz", npz_bytes(pixels=display[:shown],
+                                                ids=np.array([it.id for it in dataset.items[:shown]]))),
         }
 
-    artifact, _ = ctx.store.get_or_compute(KIND, key, compute)
-    ctx.record(artifact, model=mc.id, dataset=dataset_id)
-    if bar is not None:
-        bar.update(1)
+    yield Unit(kind=KIND, family="predictions", version=VERSION, label=f"predictions of {mc.id} on {dataset_id}",
+               compute=compute, model=mc.id, dataset=dataset_id, params={"top_k": top_k, "shown": shown},
+               settings={"device": ctx.device.type})
 
 
-register_stage(Stage(name="predictions", order=10, run=run_predictions))
+register_stage(Stage(name="predictions", order=10, declare=declare_predictions))

@@ -4,15 +4,20 @@ bounding box per threshold. Reuses the outcome stage's Grad-CAM maps when they e
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 
-from generator.artifacts.store import artifact_key, npz_bytes
+from generator.artifacts.keys import effective_method_params, method_version
+from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
 from generator.pipeline.stages import Stage, register_stage
-from generator.pipeline.stages.outcome import KIND as OUTCOME_KIND, outcome_key, resolve_outcome_targets
+from generator.pipeline.stages.outcome import KIND as OUTCOME_KIND
+from generator.pipeline.stages.outcome import outcome_key, resolve_outcome_targets
+from generator.pipeline.units import Unit
 
 KIND = "cam_segmentation"
 VERSION = "1"
@@ -26,18 +31,15 @@ def segmentation_arrays(cams: np.ndarray, thresholds, largest_component: bool = 
     return seg["masks"].numpy(), seg["boxes"].numpy().astype(np.int32), seg["area"].numpy().astype(np.float32)
 
 
-def run_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None) -> None:
+def declare_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+    """One unit: Grad-CAM of the shown images thresholded into masks and boxes."""
     from generator.methods.attribution import ATTRIBUTION_METHODS
 
     settings = ctx.config.evaluation.segmentation
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     spec = loaded.spec
     n = min(ctx.config.outcome.images, len(dataset))
-    params = dict(ctx.config.outcome.params.get("gradcam", {}))
-    key = artifact_key(KIND, VERSION, weights=spec.weights_digest, data=dataset.digest(), images=n,
-                       params=params, target=ctx.config.outcome.target, thresholds=list(settings.thresholds),
-                       largest=settings.largest_component, seed=ctx.config.seed, precision=ctx.config.precision,
-                       device=ctx.device.type)
+    params = {"precision": ctx.config.precision, **ctx.config.outcome.params.get("gradcam", {})}
 
     def compute():
         stored = ctx.store.get(OUTCOME_KIND, outcome_key(ctx, mc, dataset_id, "gradcam")) \
@@ -48,7 +50,7 @@ def run_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None
         else:
             x = model_input(spec, displayed(spec, dataset, n), ctx.device)
             t = resolve_outcome_targets(ctx, mc, dataset_id, x)
-            explainer = ATTRIBUTION_METHODS.get("gradcam")(loaded.module, spec, **{"precision": ctx.config.precision, **params})
+            explainer = ATTRIBUTION_METHODS.get("gradcam")(loaded.module, spec, **params)
             cams = explainer.attribute(x, t).maps.cpu().numpy()
             targets = [spec.class_names[int(v)] for v in t.cpu()]
         masks, boxes, area = segmentation_arrays(cams, settings.thresholds, settings.largest_component)
@@ -61,15 +63,17 @@ def run_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str, bar=None
             cams=cams.astype(np.float32), masks=np.packbits(masks, axis=-1), mask_shape=np.array(masks.shape),
             boxes=boxes, area=area))}
 
-    artifact = ctx.guarded(f"CAM segmentation on {mc.id}/{dataset_id}", lambda: ctx.store.get_or_compute(KIND, key, compute))
-    if artifact is not None:
-        ctx.record(artifact[0], model=mc.id, dataset=dataset_id)
-    if bar is not None:
-        bar.update(1)
+    # The outcome stage's Grad-CAM maps are reused when stored, but they are an optimisation,
+    # not an input: the result is the same without them, so they are no ``need``.
+    yield Unit(kind=KIND, family="attribution", version=VERSION, label=f"CAM segmentation on {mc.id}/{dataset_id}",
+               compute=compute, model=mc.id, dataset=dataset_id,
+               params={"gradcam": effective_method_params("gradcam", params), "thresholds": list(settings.thresholds),
+                       "largest": settings.largest_component},
+               method="gradcam", method_version=method_version("gradcam"),
+               settings={"images": n, "target": ctx.config.outcome.target, "seed": ctx.config.seed,
+                         "device": ctx.device.type})
 
 
-
-
-register_stage(Stage(name="CAM segmentation", order=21, run=run_segmentation,
+register_stage(Stage(name="CAM segmentation", order=21, declare=declare_segmentation,
                      enabled=lambda config: config.outcome.enabled and config.evaluation.segmentation.enabled,
                      applies=lambda ctx, mc, dataset_id: bool(ctx.models[mc.id].spec.cam_layer)))
