@@ -174,7 +174,8 @@ def main():
     ts = torch.randint(0, 1000, (N,), device=dev)
     maps = {f"m{i}": torch.rand(N, px, px, device=dev) for i in range(10)}
     for precision in ("fp32", "bf16"):
-        t = timed(lambda: deletion_insertion(model, xs, maps, ts, steps=20, modes=("deletion",), max_batch=max_batch * 2,
+        t = timed(lambda: deletion_insertion(model, xs, maps, ts, steps=20, modes=("deletion",),
+                                             max_batch=max_batch * 2,
                                              precision=precision), repeat=1)
         log(name="ours.deletion_curves", precision=precision, images=N, methods=10, steps=20, seconds=t)
 

@@ -31,7 +31,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import torch  # noqa: E402
 
 from generator.methods.blocks import (  # noqa: E402
-    building_blocks, class_attribution, group_flow, layer_activations, layer_to_layer, neuron_groups, summary_json,
+    building_blocks,
+    class_attribution,
+    group_flow,
+    layer_activations,
+    layer_to_layer,
+    neuron_groups,
+    summary_json,
 )
 
 
@@ -67,7 +73,8 @@ def bench(device: str, layer: str, upper: str, repeats: int) -> dict:
     total, (bb, summary) = timed(device, full, repeats)
     stages = {}
     stages["forward_activations"], acts = timed(device, lambda: layer_activations(model, x, layer), repeats)
-    stages["class_attribution_top5"], _ = timed(device, lambda: class_attribution(model, x, layer, bb.top_classes), repeats)
+    stages["class_attribution_top5"], _ = timed(device, lambda: class_attribution(model, x, layer, bb.top_classes),
+                                                repeats)
     stages["nmf_groups_k6"], groups = timed(device, lambda: neuron_groups(acts.act, 6, layer=layer), repeats)
     stages["layer_to_layer_positions"], _ = timed(device, lambda: layer_to_layer(model, x, layer, upper), repeats)
     stages["group_flow"], _ = timed(device, lambda: group_flow(model, x, groups, bb.upper_groups), repeats)

@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 def main() -> None:
     args = sys.argv[1:]
-    work = Path(args[args.index("--work") + 1]) if "--work" in args else Path(tempfile.mkdtemp(prefix="modelcard-bench-"))
+    work = (Path(args[args.index("--work") + 1]) if "--work" in args
+            else Path(tempfile.mkdtemp(prefix="modelcard-bench-")))
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # the default report writes relative to the working directory
     from generator.config import load_config

@@ -84,13 +84,15 @@ def main() -> None:
         cks.append((CNN().state_dict(), 0.01))
     out, t = timed(lambda: tracin(CNN, cks, trx, tr_y, tex, tey, device=dev, batch_size=2048), dev)
     res["tracin_last_layer"] = {"checkpoints": 5, "test": 32, "train": ntr, "seconds": round(t, 3)}
-    out, t = timed(lambda: tracin(CNN, cks, trx[:2000], tr_y[:2000], tex[:8], tey[:8], params="all", device=dev, batch_size=256), dev)
+    out, t = timed(lambda: tracin(CNN, cks, trx[:2000], tr_y[:2000], tex[:8], tey[:8], params="all", device=dev,
+                                  batch_size=256), dev)
     res["tracin_all_params"] = {"checkpoints": 5, "test": 8, "train": 2000,
                                 "params": sum(p.numel() for p in CNN().parameters()), "seconds": round(t, 3)}
     model = CNN()
     model.load_state_dict(cks[0][0])
     out, t = timed(lambda: last_layer_influence(model, trx, tr_y, tex, tey, device=dev, batch_size=4096), dev)
-    res["influence_last_layer"] = {"test": 32, "train": ntr, "hessian_params": out.extra["n_params"], "seconds": round(t, 3)}
+    res["influence_last_layer"] = {"test": 32, "train": ntr, "hessian_params": out.extra["n_params"],
+                                   "seconds": round(t, 3)}
 
     rng = np.random.default_rng(0)
     N, F = 60000, 64

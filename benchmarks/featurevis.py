@@ -185,7 +185,8 @@ def gpu(args, out):
             "lucent_objective_mean": float(np.mean(luc_scores)),
             "ours_objective_mean": float(np.mean(ours_same)),
             "ours_ge_lucent_channels": int(np.sum(ours_same >= luc_scores)),
-            "per_channel": {"ours": [round(float(v), 4) for v in ours_same], "lucent": [round(float(v), 4) for v in luc_scores]},
+            "per_channel": {"ours": [round(float(v), 4) for v in ours_same],
+                            "lucent": [round(float(v), 4) for v in luc_scores]},
         }
     elif args.lucent:
         out["lucent_side_by_side"] = "torch-lucent not importable"
@@ -227,7 +228,8 @@ def cpu(args, out):
     t = time.perf_counter()
     r = fv.channel_gallery(m, s, layer, profile=prof)
     out["quick_profile_lite0_blocks3"] = {
-        "weights": source, "profile": prof.to_json(), "channels": len(r.descriptions), "seconds": time.perf_counter() - t,
+        "weights": source, "profile": prof.to_json(), "channels": len(r.descriptions),
+        "seconds": time.perf_counter() - t,
         "final_objective_mean": float(r.final_values.mean()),
     }
 

@@ -66,8 +66,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate only (no torch, no files written): exit 0 with ``ok: <file>``, or 2 with every
     problem as ``file:line: field: message`` (printed by :func:`main`)."""
     from generator.config import DEFAULT_CONFIG
+    from generator.preflight import check_config_paths
 
-    _load(args.config)
+    check_config_paths(_load(args.config))  # missing files and folders, unwritable outputs
     print(f"ok: {args.config or DEFAULT_CONFIG}")
     return 0
 

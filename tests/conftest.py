@@ -31,7 +31,7 @@ TINY_MODEL_MODULE = textwrap.dedent('''
 def write_image_folder(root: Path, n_per_class: int = 2) -> Path:
     """Class folders with RGB, grayscale, RGBA, 16-bit and odd-sized images, plus one corrupt file."""
     rng = np.random.default_rng(0)
-    for ci, cls in enumerate(["bee", "cat"]):
+    for cls in ["bee", "cat"]:
         d = root / cls
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):

@@ -5,8 +5,9 @@ import torch
 
 captum_attr = pytest.importorskip("captum.attr")
 
-from generator.methods.attribution import ATTRIBUTION_METHODS  # noqa: E402
 from _attr_models import small_cnn  # noqa: E402
+
+from generator.methods.attribution import ATTRIBUTION_METHODS  # noqa: E402
 
 TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -42,7 +43,8 @@ def test_gradient_x_input(setup):
 @pytest.mark.parametrize("integration", ["gausslegendre", "riemann_middle", "riemann_left"])
 def test_integrated_gradients(setup, integration):
     model, x, t = setup
-    ref = captum_attr.IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=24, method=integration)
+    ref = captum_attr.IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=24,
+                                                           method=integration)
     r = ours("integrated_gradients", model, x, t, steps=24, baseline="zeros", integration=integration, max_batch=16)
     torch.testing.assert_close(r.raw, ref, **TOL)
 
@@ -93,7 +95,8 @@ def test_gradcam(setup):
 
 def test_occlusion(setup):
     model, x, t = setup
-    ref = captum_attr.Occlusion(model).attribute(x, target=t, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=0)
+    ref = captum_attr.Occlusion(model).attribute(x, target=t, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2),
+                                                 baselines=0)
     r = ours("occlusion", model, x, t, window=4, stride=2, max_batch=37)
     torch.testing.assert_close(r.raw, ref, **TOL)
 

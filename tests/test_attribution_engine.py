@@ -4,15 +4,15 @@ import re
 
 import pytest
 import torch
+from _attr_models import ReusedInplace, SeparateRelu, small_cnn, state_equal
 from torch import nn
 
 from generator.engine import batching
 from generator.engine.batching import run_chunked
 from generator.engine.canonizers import BatchNormFolder, ResidualCanonizer, canonized
-from generator.engine.rules import GuidedBackpropRule, RELU_LIKE, rules_applied, rules_by_type
+from generator.engine.rules import RELU_LIKE, GuidedBackpropRule, rules_applied, rules_by_type
 from generator.methods.attribution import ATTRIBUTION_METHODS, attribute_many, cam_segmentation, resolve_targets
 from generator.models.spec import ModelSpec
-from _attr_models import ReusedInplace, SeparateRelu, small_cnn, state_equal
 
 FAST = {"steps": 6, "n_samples": 3, "window": 4, "stride": 4}
 
@@ -27,7 +27,8 @@ def spec_for(model_classes=5):
 
 
 def no_hooks(model):
-    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks and "forward" not in m.__dict__
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+               and "forward" not in m.__dict__
                for m in model.modules())
 
 
@@ -94,7 +95,8 @@ def test_canonizers_keep_outputs():
     assert torch.equal(model(x), before)
 
 
-@pytest.mark.parametrize("name", ["guided_backprop", "deconvnet", "deeplift", "lrp_epsilon", "lrp_zplus_flat", "saliency"])
+@pytest.mark.parametrize("name", ["guided_backprop", "deconvnet", "deeplift", "lrp_epsilon",
+                                  "lrp_zplus_flat", "saliency"])
 def test_inplace_and_reused_relu(name):
     torch.manual_seed(0)
     reused = ReusedInplace().eval()
@@ -107,7 +109,8 @@ def test_inplace_and_reused_relu(name):
     assert reused.relu.inplace and no_hooks(reused)
 
 
-@pytest.mark.parametrize("name", ["integrated_gradients", "gradcam", "lrp_epsilon", "occlusion", "smoothgrad", "deeplift"])
+@pytest.mark.parametrize("name", ["integrated_gradients", "gradcam", "lrp_epsilon", "occlusion",
+                                  "smoothgrad", "deeplift"])
 def test_per_image_targets(name):
     model = small_cnn()
     x = torch.randn(3, 3, 16, 16)
@@ -141,7 +144,8 @@ def test_integrated_gradients_completeness_256_steps():
         model.fc.weight.mul_(20)  # logits of order one, so the relative gap is meaningful
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     for baseline in ("black", "blur", "uniform"):
-        r = ATTRIBUTION_METHODS.get("integrated_gradients")(model, spec_for(), steps=256, baseline=baseline, max_batch=512).attribute(x, torch.tensor([0, 1, 2, 3]))
+        r = ATTRIBUTION_METHODS.get("integrated_gradients")(model, spec_for(), steps=256, baseline=baseline,
+                                                            max_batch=512).attribute(x, torch.tensor([0, 1, 2, 3]))
         # relative gap where f(x) - f(baseline) is not close to zero (there it is ill-conditioned)
         ok = r.extras["delta"].abs() > 0.1
         assert ok.sum() >= 2 and float(r.extras["completeness_gap"][ok].max()) < 0.01, (baseline, r.extras)
@@ -182,7 +186,8 @@ def test_attribute_many_shares_and_matches():
 
 def test_resolve_targets():
     logits = torch.tensor([[0.1, 2.0, 1.0], [3.0, 0.0, 1.0]])
-    spec = ModelSpec(id="t", source="t", input_size=(3, 4, 4), mean=(0,) * 3, std=(1,) * 3, class_names=["cat", "dog", "emu"])
+    spec = ModelSpec(id="t", source="t", input_size=(3, 4, 4), mean=(0,) * 3, std=(1,) * 3,
+                     class_names=["cat", "dog", "emu"])
     assert resolve_targets(None, logits).tolist() == [1, 0]
     assert resolve_targets("second", logits).tolist() == [2, 2]
     assert resolve_targets("emu", logits, spec).tolist() == [2, 2]

@@ -8,8 +8,14 @@ from torch import nn
 
 import generator.methods.blocks._grad as grad_mod
 from generator.methods.blocks import (
-    class_attribution, competing_classes, channel_ranking, group_attribution, group_flow, layer_activations,
-    layer_to_layer, neuron_groups,
+    channel_ranking,
+    class_attribution,
+    competing_classes,
+    group_attribution,
+    group_flow,
+    layer_activations,
+    layer_to_layer,
+    neuron_groups,
 )
 
 H = 12  # input size

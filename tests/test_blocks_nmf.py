@@ -23,7 +23,8 @@ def _lowrank(n, m, r, noise, seed):
 
 def _activation_matrix():
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU())
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU())
     with torch.no_grad():
         a = net(torch.randn(1, 3, 28, 28))[0]
     return a.reshape(32, -1).T.contiguous()  # 196 positions x 32 channels

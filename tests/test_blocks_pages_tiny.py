@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from _blocks_report import write_blocks_report
 from site_server import CHROMIUM_ARGS, serve
+
 from generator.config import load_config
 from generator.pipeline.run import run_report
 
@@ -88,7 +88,8 @@ def test_hover_updates_the_legend_in_headless_chromium(site: Path, tmp_path: Pat
             page.hover(f'.bb-groups[data-layer="relu2"] [data-group="{last}"]')
             title = page.locator('.bb-legend[data-layer="relu2"][data-kind="group"] h4').first.inner_text()
             assert title.endswith(f"G{last}")
-            painted = page.locator('.bb-stage[data-layer="relu2"][data-role="groups"] .bb-cell').first.get_attribute("style")
+            painted = (page.locator('.bb-stage[data-layer="relu2"][data-role="groups"] .bb-cell')
+                       .first.get_attribute("style"))
             assert painted and "rgba" in painted
             page.screenshot(path=str(tmp_path / "groups.png"))
         finally:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _blocks_report import write_blocks_report
+
 from generator.config import load_config
 from generator.pipeline.run import run_report
 from generator.render.manifest import Manifest

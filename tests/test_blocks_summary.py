@@ -5,7 +5,13 @@ import json
 import torch
 from torch import nn
 
-from generator.methods.blocks import activation_grid, building_blocks, layer_activations, semantic_dictionary, summary_json
+from generator.methods.blocks import (
+    activation_grid,
+    building_blocks,
+    layer_activations,
+    semantic_dictionary,
+    summary_json,
+)
 
 
 def model():

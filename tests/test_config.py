@@ -55,7 +55,8 @@ def test_invalid_yaml_reports_line():
 
 
 def test_unknown_dataset_reference():
-    text = VALID.replace("    source: embedded:efficientnet_lite0", "    source: embedded:efficientnet_lite0\n    datasets: [dd]")
+    text = VALID.replace("    source: embedded:efficientnet_lite0",
+                         "    source: embedded:efficientnet_lite0\n    datasets: [dd]")
     with pytest.raises(ConfigError) as err:
         parse_config(text, "r.yaml")
     assert "names dataset 'dd'" in str(err.value) and "did you mean 'd'" in str(err.value)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from data_fakes import folder_config
+
 from generator.config import load_config
 from generator.pipeline.run import run_report
 
@@ -46,7 +46,8 @@ def test_generic_split_and_final_weights(gray_site):
     used = {e["source_index"] for c in proto["classes"] for e in c["prototypes"] + c["criticisms"]}
     assert used and not used & held  # prototypes come from the reference part only
     sur = _record(config, "data_surrogate")
-    assert sur["split"]["test_used"] == 13 and len(sur["features"]) == 9 * 2 + 4  # 2x2 grid: 2 bands, 2 columns, 4 cells, whole
+    # 2x2 grid: 2 bands, 2 columns, 4 cells, whole
+    assert sur["split"]["test_used"] == 13 and len(sur["features"]) == 9 * 2 + 4
 
 
 def test_pages_render_with_expected_elements(gray_site):

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from data_fakes import fake_images, fashion_config, write_fake_fashion
 
-from data_fakes import fashion_config, fake_images, write_fake_fashion
 from generator.config import load_config
 from generator.pipeline.run import run_report
 

@@ -52,7 +52,8 @@ def test_diff_against_changed_model_reports_changed_predictions(tiny_report: Pat
     assert diff.changed
     pred = diff.predictions[0]
     base_top = [r["top"][0]["name"] for r in
-                __import__("json").loads(next((tmp_path / "base/.modelcard/artifacts/predictions").rglob("summary.json")).read_text())["shown"]]
+                __import__("json").loads(next((tmp_path / "base/.modelcard/artifacts/predictions")
+                                              .rglob("summary.json")).read_text())["shown"]]
     expected_changes = sum(name != "ant" for name in base_top)
     assert pred["changed_count"] >= expected_changes > 0
     assert all(e["head"] == "ant" for e in pred["changed_images"])
@@ -83,13 +84,27 @@ def _fake_report(root: Path, gallery: np.ndarray, values: np.ndarray, rules: lis
         {"model": "m", "layer": "l1"},
         {"images": ("images.npz", npz_bytes(images=gallery, channels=np.array([3, 7]), values=values))}))
     d, _ = store.get_or_compute("data_surrogate", artifact_key("d", "1", v=root.name), lambda: (
-        {"model": "m", "dataset": "d", "rules": [{"text": r} for r in rules],
-         "metrics": {"ids": {"held_out": {"fidelity": fidelity}}}}, {}))
+        _surrogate_record(rules, fidelity), {}))
     entries = [{"kind": a.kind, "key": a.key, "path": str(a.path.relative_to(store.root)), **labels}
                for a, labels in ((g, {"model": "m", "layer": "l1"}), (d, {"model": "m", "dataset": "d"}))]
     (root / "manifest.json").write_text(json.dumps({"models": ["m"], "datasets": ["d"], "pairs": [],
                                                     "artifacts": entries}))
     return root
+
+
+def _surrogate_record(rules, fidelity: float) -> dict:
+    """A complete decision-set record (records are validated when read); only the rules and the
+    held-out fidelity differ between the two reports."""
+    return {
+        "model": "m", "dataset": "d", "params": {}, "channel_layer": None, "class_names": ["a", "b"],
+        "split": {"train_source": "fixture", "train_total": 10, "train_used": 10, "test_used": 5,
+                  "checkpoints": [], "learning_rates": [], "from_training": False},
+        "features": [], "n_candidates": len(rules), "n_itemsets": len(rules), "weights": [1.0],
+        "objective": 0.0, "objective_terms": {}, "default_class": 0,
+        "rules": [{"items": [], "label": 0, "text": r, "f1": 0.5, "examples": []} for r in rules],
+        "tree": {"rules": [], "lengths": []}, "rule_list": {"rules": [], "lengths": [], "default_class": 0},
+        "metrics": {"ids": {"held_out": {"fidelity": fidelity}}}, "device": "cpu",
+    }
 
 
 def test_feature_visualisation_and_decision_set_changes(tmp_path: Path):

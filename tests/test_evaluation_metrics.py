@@ -2,13 +2,20 @@
 localisation metrics."""
 
 import numpy as np
-import pytest
 import torch
-
-from generator.evaluation import (auc, boxes_to_masks, cascading_randomization, class_sensitivity, deletion_insertion,
-                                  energy_in_mask, pointing_game, ssim)
-from generator.methods.attribution import ATTRIBUTION_METHODS
 from _attr_models import small_cnn
+
+from generator.evaluation import (
+    auc,
+    boxes_to_masks,
+    cascading_randomization,
+    class_sensitivity,
+    deletion_insertion,
+    energy_in_mask,
+    pointing_game,
+    ssim,
+)
+from generator.methods.attribution import ATTRIBUTION_METHODS
 
 
 def slow_curves(model, x, maps, target, steps, mode):
@@ -32,7 +39,8 @@ def test_deletion_insertion_matches_slow_reference():
     x = torch.randn(3, 3, 8, 8)
     target = torch.tensor([0, 2, 4])
     maps = {"a": torch.randn(3, 8, 8), "b": torch.rand(3, 8, 8)}
-    res = deletion_insertion(model, x, maps, target, steps=8, deletion_baseline="zeros", insertion_baseline="zeros", max_batch=7)
+    res = deletion_insertion(model, x, maps, target, steps=8, deletion_baseline="zeros", insertion_baseline="zeros",
+                             max_batch=7)
     for mode in ("deletion", "insertion"):
         for name, m in maps.items():
             ref = slow_curves(model, x, m, target, 8, mode)

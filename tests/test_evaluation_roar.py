@@ -48,7 +48,8 @@ def test_informative_attribution_beats_random():
     truth[2:4, 5:7] = 1.0
     informative_tr = truth.expand(400, 8, 8) + torch.rand(400, 8, 8, generator=gen) * 0.01
     informative_te = truth.expand(200, 8, 8) + torch.rand(200, 8, 8, generator=gen) * 0.01
-    out = roar_kar(make_model, train, evaluate, xtr, ytr, xte, yte, {"oracle": informative_tr}, {"oracle": informative_te},
+    out = roar_kar(make_model, train, evaluate, xtr, ytr, xte, yte, {"oracle": informative_tr},
+                   {"oracle": informative_te},
                    fractions=(0.1, 0.5))
     assert out["reference_accuracy"] > 0.9
     # ROAR: removing the informative 10% destroys accuracy; removing a random 10% does not

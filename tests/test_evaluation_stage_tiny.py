@@ -4,8 +4,6 @@ the stored curves, and the pages in a strict mkdocs build."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -121,7 +119,7 @@ def test_evaluation_numbers_match_curves(evaluated):
     assert rec["ranking"] == sorted(rec["methods"], key=lambda m: -scores[m])
 
     sens = manifest.one("evaluation_sensitivity", model="tiny", dataset="pics").record
-    for m, r in sens["per_method"].items():
+    for r in sens["per_method"].values():
         assert len(r["spearman_top2"]) == 3
         assert r["mean_spearman_top2"] == pytest.approx(np.mean(r["spearman_top2"]), abs=1e-5)
         assert r["class_insensitive"] == (np.mean(r["spearman_top2"]) > sens["threshold"])

@@ -10,12 +10,12 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
+from test_features_stage_tiny import make_features_report
 
 from generator.config import load_config
 from generator.pipeline.run import run_report
 from generator.render import images as img
 from generator.render.manifest import Manifest
-from test_features_stage_tiny import make_features_report
 
 
 @pytest.fixture(scope="module")

@@ -64,9 +64,9 @@ def featured(tmp_path_factory):
 
 def _loaded(config):
     """The tiny model and spec exactly as the run loads them."""
+    from generator.artifacts.store import ArtifactStore
     from generator.models.sources import LoadContext, load_model
     from generator.pipeline.run import model_request
-    from generator.artifacts.store import ArtifactStore
 
     store = ArtifactStore(config.work_dir / "artifacts")
     lm = load_model(model_request(config, config.models[0]), LoadContext(store=store, device=torch.device("cpu")))

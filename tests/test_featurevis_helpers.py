@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from featurevis_toys import FashionCNN, gray_spec, rgb_spec, toy_cnn
+
 from generator.methods import featurevis as fv
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from featurevis_toys import FashionCNN, gray_spec, rgb_spec, toy_cnn
+
 from generator.methods import featurevis as fv
 
 FAST = dict(steps=12, size=32, transforms="none", lr=0.05, seed=1, precision="fp32")
@@ -106,5 +106,6 @@ def test_diversity_value_matches_reference():
     val = fv.diversity("a", group_size=2)({"a": act})
     grams = [a.reshape(3, -1) @ a.reshape(3, -1).T for a in act]
     grams = [g / g.norm() for g in grams]
-    ref = [-(grams[0] * grams[1]).sum(), -(grams[0] * grams[1]).sum(), -(grams[2] * grams[3]).sum(), -(grams[2] * grams[3]).sum()]
+    ref = [-(grams[0] * grams[1]).sum(), -(grams[0] * grams[1]).sum(), -(grams[2] * grams[3]).sum(),
+           -(grams[2] * grams[3]).sum()]
     assert torch.allclose(val, torch.stack(ref), atol=1e-6)

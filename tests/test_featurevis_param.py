@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from featurevis_toys import gray_spec, rgb_spec
+
 from generator.methods import featurevis as fv
 from generator.methods.featurevis.param import color_correlation_matrix
 

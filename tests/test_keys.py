@@ -86,6 +86,17 @@ def test_changing_a_default_recomputes_that_method_and_nothing_else(tiny_report:
 
     first = run_report(load_config(tiny_report), show_progress=False)
     assert {"saliency", "gradcam"} <= _attribution_methods(first)
+    # A default lives in the catalogue; the method class reads it from there at import.
+    from dataclasses import replace
+
+    from generator import catalogue
+
+    real_get = catalogue.get
+    entry = real_get("gradcam")
+    changed = replace(entry, params=tuple(replace(p, default="relu1") if p.name == "layer" else p
+                                          for p in entry.params))
+    monkeypatch.setattr(catalogue, "get", lambda name, family="attribution":
+                        changed if (name, family) == ("gradcam", "attribution") else real_get(name, family))
     gradcam = ATTRIBUTION_METHODS.get("gradcam")
     monkeypatch.setattr(gradcam, "defaults", {**gradcam.defaults, "layer": "relu1"})
     second = run_report(load_config(tiny_report), show_progress=False)

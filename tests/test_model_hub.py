@@ -12,12 +12,13 @@ import math
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable
 
 import pytest
 import torch
 
-from generator.models.hub import WeightsUnavailableError, add_to_hub_cache as publish
+from generator.models.hub import WeightsUnavailableError
+from generator.models.hub import add_to_hub_cache as publish
 from generator.models.sources import LoadContext, ModelRequest, load_model, state_dict_digest
 
 CTX = LoadContext()
@@ -184,6 +185,7 @@ def test_unknown_tag_suggests_published_names(hub):
 
 def test_class_names_follow_the_weights():
     import timm
+
     from generator.models.sources import imagenet_classes
     from generator.models.timm_pretrained import timm_class_names
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import pytest
 import yaml
@@ -116,10 +116,7 @@ def full(tmp_path_factory) -> Path:
 
 #: Cases where a stage (not the render) still fails: case -> the failing unit's label. Checked
 #: exactly, so fixing the stage makes this test fail until the entry is removed.
-KNOWN_STAGE_FAILURES = {
-    # generator/pipeline/stages/evaluation.py, run_sensitivity: next(iter({})) -> StopIteration
-    "outcome without methods": ["evaluation sensitivity on gray/shapes"],
-}
+KNOWN_STAGE_FAILURES: Dict[str, List[str]] = {}
 
 
 @pytest.mark.parametrize("case", list(CASES))

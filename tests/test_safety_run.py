@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TINY_MODEL_MODULE
 
 from generator.cli import main
 from generator.config import ConfigError, load_config, parse_config
-
-from conftest import TINY_MODEL_MODULE
 
 
 def _report(tmp_path: Path, image_folder: Path, *, module: str = "tinymodel", extra_model: str = "",
@@ -200,7 +199,8 @@ def test_nan_maps_are_refused_naming_model_method_and_images():
 
     maps = torch.zeros(3, 1, 4, 4)
     maps[1, 0, 2, 2] = float("inf")
-    with pytest.raises(NonFiniteError, match=r"gradcam on model 'm' gave NaN or infinite maps for 1 of 3 image\(s\): b"):
+    with pytest.raises(NonFiniteError,
+                       match=r"gradcam on model 'm' gave NaN or infinite maps for 1 of 3 image\(s\): b"):
         check_maps("m", "gradcam", maps, ["a", "b", "c"])
     check_maps("m", "gradcam", torch.zeros(3, 1, 4, 4), ["a", "b", "c"])  # finite maps pass
     with pytest.raises(NonFiniteError, match="model 'm' returned NaN"):
@@ -302,3 +302,11 @@ def test_every_test_the_guarantees_page_names_exists():
         if f"def {func[2:]}(" not in (root / current).read_text():
             missing.append(f"{current}{func}")
     assert checked >= 30 and missing == []
+
+
+def test_check_reports_missing_paths_too(tmp_path: Path, image_folder: Path, capsys):
+    (tmp_path / "tinymodel.py").write_text(TINY_MODEL_MODULE)
+    config = _report(tmp_path, image_folder, dataset_source="folder:no/such/folder")
+    assert main(["check", str(config)]) == 2
+    assert "datasets[0].source: image folder" in capsys.readouterr().err
+    assert main(["check", str(_report(tmp_path, image_folder))]) == 0

@@ -7,7 +7,6 @@ or two each; the checks under test run before any page is rendered anyway.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

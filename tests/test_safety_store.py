@@ -20,7 +20,14 @@ import pytest
 
 from generator.artifacts import store as store_module
 from generator.artifacts.store import (
-    INTEGRITY_KEY, RECORD_NAME, ArtifactStore, CorruptArtifact, artifact_key, npz_bytes, write_json_atomic)
+    INTEGRITY_KEY,
+    RECORD_NAME,
+    ArtifactStore,
+    CorruptArtifact,
+    artifact_key,
+    npz_bytes,
+    write_json_atomic,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MAPS = np.arange(4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8)

@@ -78,7 +78,8 @@ def test_every_page_loads_without_errors(default_site: Path):
                 problems.append(f"{rel}: console errors {errors[:3]}")
         page.goto(f"{base}/index.html")
         page.screenshot(path=str(shots / "front.png"), full_page=False)
-        gallery = next((p for p in pages if p.startswith("features/") and p.count("/") == 3 and p.endswith("index.html")),
+        gallery = next((p for p in pages if p.startswith("features/") and p.count("/") == 3
+                        and p.endswith("index.html")),
                        next(p for p in pages if p.startswith("outcome/") and p.endswith("index.html")))
         page.goto(urljoin(base + "/", gallery))
         page.screenshot(path=str(shots / "gallery.png"), full_page=False)

@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from generator.methods.surrogates import ChannelFeatures, FeatureSet, RegionIntensityFeatures, TabularFeatures, pooled_activations
+from generator.methods.surrogates import (
+    ChannelFeatures,
+    FeatureSet,
+    RegionIntensityFeatures,
+    TabularFeatures,
+    pooled_activations,
+)
 
 
 def test_region_features_by_hand():
@@ -66,7 +72,8 @@ def test_tabular_features_and_concat():
             "colour": np.array(["red", "blue", "red", "green"])}
     tf = TabularFeatures(max_categories=3)
     fs = tf.fit_transform(cols)
-    assert fs.names == ["outdoor", "not outdoor", "size low", "size high", "colour = blue", "colour = green", "colour = red"]
+    assert fs.names == ["outdoor", "not outdoor", "size low", "size high", "colour = blue", "colour = green",
+                        "colour = red"]
     assert fs.X[:, 0].tolist() == [True, False, True, True] and fs.X[:, 6].tolist() == [True, False, True, False]
     assert fs.X[:, 2].tolist() == [True, False, False, False] and fs.X[:, 3].tolist() == [False, False, False, True]
     both = FeatureSet.concat([fs, fs])

@@ -137,7 +137,8 @@ def test_chosen_set_beats_random_and_greedy_baselines(problem):
             sel = rng.choice(len(cands), size, replace=False)
             assert best >= ids_objective(cands, y, sel, w)[0]
     # greedy baselines: the top rules by correct covers, and the greedy pass alone
-    correct = np.array([(np.all(X[:, list(cands.rule(r).items)], 1) & (y == cands.label[r])).sum() for r in range(len(cands))])
+    correct = np.array([(np.all(X[:, list(cands.rule(r).items)], 1) & (y == cands.label[r])).sum()
+                        for r in range(len(cands))])
     for k in (1, 2, len(ds.rules), 8):
         assert best >= ids_objective(cands, y, np.argsort(-correct)[:k], w)[0]
     greedy = fit_ids(cands, y, w, local_search=False)
@@ -192,7 +193,8 @@ def test_every_metric_recomputed_independently(problem):
     assert m["coverage"] == sum(any(c[n] for c in cov) for n in range(N)) / N
     assert m["overlap"] == sum(sum(c[n] for c in cov) >= 2 for n in range(N)) / N
     pairs = [(a, b) for a in range(len(cov)) for b in range(a + 1, len(cov))]
-    assert m["pairwise_overlap"] == pytest.approx(np.mean([(cov[a] & cov[b]).sum() / N for a, b in pairs]) if pairs else 0.0)
+    assert m["pairwise_overlap"] == pytest.approx(np.mean([(cov[a] & cov[b]).sum() / N for a, b in pairs])
+                                                  if pairs else 0.0)
     assert m["n_rules"] == len(ds.rules)
     assert m["mean_length"] == pytest.approx(sum(len(r.items) for r in ds.rules) / len(ds.rules))
     assert m["class_coverage"] == len({r.label for r in ds.rules}) / 4

@@ -189,25 +189,19 @@ class ModelIdentity:
 # --- effective parameters of attribution methods ---------------------------------------------
 
 def effective_method_params(method: str, params: Mapping[str, Any]) -> Dict[str, Any]:
-    """The parameters attribution ``method`` actually runs with: its class's
-    ``common_defaults`` and ``defaults``, overridden by ``params`` (what the config says, plus
-    run-level values such as ``precision``).
+    """The parameters attribution ``method`` actually runs with: its catalogue defaults
+    overridden by ``params`` (what the config says, plus run-level values such as
+    ``precision``), validated and normalised. The one place keys learn a method's defaults."""
+    from generator import catalogue
 
-    The one place keys learn a method's defaults; it reads the method classes (and so imports
-    torch) until the torch-free method catalogue provides ``effective_params``.
-    """
-    from generator.methods.attribution import ATTRIBUTION_METHODS
-
-    cls = ATTRIBUTION_METHODS.get(method)  # unknown names raise with close matches
-    known = {**getattr(cls, "common_defaults", {}), **getattr(cls, "defaults", {})}
-    return {**known, **dict(params)}
+    return catalogue.effective_params(method, params)
 
 
 def method_version(method: str) -> str:
-    """The ``version`` of attribution ``method`` (bumped by hand when its numbers change)."""
-    from generator.methods.attribution import ATTRIBUTION_METHODS
+    """The catalogue ``version`` of attribution ``method`` (bumped by hand when its numbers change)."""
+    from generator import catalogue
 
-    return str(getattr(ATTRIBUTION_METHODS.get(method), "version", "1"))
+    return str(catalogue.get(method).version)
 
 
 # --- keys ------------------------------------------------------------------------------------

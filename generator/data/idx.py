@@ -26,7 +26,8 @@ def read_idx(path: Path) -> np.ndarray:
     dtype = np.dtype(_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise ValueError(f"{path}: IDX header promises {shape} ({expected} bytes) but {len(data) - header} bytes follow")
+        raise ValueError(f"{path}: IDX header promises {shape} ({expected} bytes) "
+                         f"but {len(data) - header} bytes follow")
     # A copy, so the array is writable (torch.from_numpy warns on read-only buffers).
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).copy()
 

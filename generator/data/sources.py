@@ -101,7 +101,8 @@ def resolve_path(text: str, base_dir: Optional[Path]) -> Path:
 def _check_options(source: str, options: Dict[str, Any], allowed: List[str]) -> None:
     unknown = sorted(set(options) - set(allowed) - {"limit"})
     if unknown:
-        raise ValueError(f"dataset source {source!r}: unknown option(s) {unknown}; allowed: {sorted(allowed + ['limit'])}")
+        raise ValueError(f"dataset source {source!r}: unknown option(s) {unknown}; "
+                         f"allowed: {sorted(allowed + ['limit'])}")
 
 
 @DATASET_SOURCES.register("samples", "real photos shipped inside scikit-image and scikit-learn, with licences")

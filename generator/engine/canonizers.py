@@ -249,7 +249,9 @@ class ResidualCanonizer(Canonizer):
 
 
 @contextlib.contextmanager
-def canonized(model: nn.Module, canonizers: Sequence[Canonizer], example: Optional[torch.Tensor] = None) -> Iterator[nn.Module]:
+def canonized(
+    model: nn.Module, canonizers: Sequence[Canonizer], example: Optional[torch.Tensor] = None
+) -> Iterator[nn.Module]:
     """Apply ``canonizers`` in order for the duration of the block; undone in reverse order."""
     applied: List[Canonizer] = []
     try:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -284,7 +284,8 @@ class RescaleRule(Rule):
         dx = x[:half] - x[half:]
         dy = y[:half] - y[half:]
         grad = _local_gradient(module, x, torch.ones_like(grad_output))
-        multiplier = torch.where(dx.abs() < self.eps, grad[:half], dy / torch.where(dx.abs() < self.eps, torch.ones_like(dx), dx))
+        multiplier = torch.where(dx.abs() < self.eps, grad[:half],
+                                 dy / torch.where(dx.abs() < self.eps, torch.ones_like(dx), dx))
         return (grad_output * torch.cat([multiplier, multiplier]),)
 
 

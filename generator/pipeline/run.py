@@ -20,10 +20,10 @@ from generator.pipeline.stages import Stage, discover
 from generator.pipeline.units import Unit, run_unit, run_units
 from generator.pipeline.validate import validate_names
 from generator.preflight import check_config_paths
+from generator.records import MANIFEST_SCHEMA_VERSION, SCHEMA_VERSIONS
 
 log = logging.getLogger(__name__)
 
-MANIFEST_VERSION = 1
 
 
 def model_request(config: ReportConfig, mc: ModelConfig) -> ModelRequest:
@@ -156,7 +156,9 @@ def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
         stage_seconds[stage.name] = time.perf_counter() - tick
     ctx.progress.close()
     manifest = {
-        "version": MANIFEST_VERSION,
+        "version": MANIFEST_SCHEMA_VERSION,
+        # The record schema each kind was written with: the renderer refuses a mismatch.
+        "schemas": dict(SCHEMA_VERSIONS),
         "title": config.title,
         "device": ctx.device.type,
         "models": [mc.id for mc in config.models if mc.id in ctx.models],

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -21,9 +21,12 @@ from generator.render import images as img
 from generator.render import snippet_includes
 from generator.render.manifest import Manifest
 from generator.render.pages import SiteContext
-from generator.render.references import ReferenceError_, known_references, resolve_references
 from generator.render.pages import discover as discover_pages
+from generator.render.references import ReferenceError_, known_references, resolve_references
 from generator.render.text import attr_escape, math, md_escape, render_math_in_markdown
+
+if TYPE_CHECKING:  # used in annotations only
+    import numpy as np
 
 # Found through the installed package, so a wheel install renders as well as a checkout does.
 TEMPLATES = resources.TEMPLATES

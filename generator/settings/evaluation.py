@@ -83,7 +83,8 @@ class SegmentationSettings(_Section):
 class EvaluationSettings(_Section):
     enabled: bool = False
     methods: Optional[List[str]] = None  # None: every outcome method
-    params: Dict[str, Dict[str, object]] = Field(default_factory=dict)  # method -> parameter overrides for re-computed maps
+    # method -> parameter overrides for re-computed maps
+    params: Dict[str, Dict[str, object]] = Field(default_factory=dict)
     selectivity: SelectivitySettings = Field(default_factory=SelectivitySettings)
     sensitivity: SensitivitySettings = Field(default_factory=SensitivitySettings)
     sanity: SanitySettings = Field(default_factory=SanitySettings)

@@ -8,11 +8,22 @@ this package returns the channel indices and direction vectors they need.
 """
 
 from .activations import (
-    ActivationGrid, LayerActivations, SemanticDictionary, activation_grid, layer_activations, semantic_dictionary,
+    ActivationGrid,
+    LayerActivations,
+    SemanticDictionary,
+    activation_grid,
+    layer_activations,
+    semantic_dictionary,
 )
 from .attribution import (
-    ChannelRanking, ClassAttribution, CompetingClasses, LayerToLayer, channel_ranking, class_attribution,
-    competing_classes, layer_to_layer,
+    ChannelRanking,
+    ClassAttribution,
+    CompetingClasses,
+    LayerToLayer,
+    channel_ranking,
+    class_attribution,
+    competing_classes,
+    layer_to_layer,
 )
 from .groups import GroupAttribution, GroupFlow, NeuronGroups, group_attribution, group_flow, neuron_groups
 from .nmf import NMFResult, nmf

@@ -120,7 +120,8 @@ def _batched_backward(target: torch.Tensor, leaf: torch.Tensor, V: torch.Tensor)
                 # vmap falls back to a loop (with a warning) for ops without a batching rule;
                 # the result is the same, only slower.
                 warnings.filterwarnings("ignore", message=".*performance drop.*")
-                (g,) = torch.autograd.grad(target, leaf, grad_outputs=V.unsqueeze(1), retain_graph=True, is_grads_batched=True)
+                (g,) = torch.autograd.grad(target, leaf, grad_outputs=V.unsqueeze(1), retain_graph=True,
+                                           is_grads_batched=True)
             return g[:, 0]
         except (RuntimeError, NotImplementedError) as err:
             if isinstance(err, _OOM):
@@ -128,7 +129,8 @@ def _batched_backward(target: torch.Tensor, leaf: torch.Tensor, V: torch.Tensor)
             if "not have been used in the graph" in str(err):
                 raise ValueError("the objectives do not depend on the layer (is it below the other one?)") from err
             _VMAP_OK = False
-    return torch.stack([torch.autograd.grad(target, leaf, grad_outputs=v.unsqueeze(0), retain_graph=True)[0][0] for v in V])
+    return torch.stack([torch.autograd.grad(target, leaf, grad_outputs=v.unsqueeze(0), retain_graph=True)[0][0]
+                        for v in V])
 
 
 _VMAP_OK = True  # cleared once vmap over the backward fails; later calls loop

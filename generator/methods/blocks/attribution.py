@@ -129,7 +129,9 @@ class CompetingClasses:
     rank_b: ChannelRanking
 
 
-def competing_classes(ca: ClassAttribution, a: Optional[int] = None, b: Optional[int] = None, n: int = 8) -> CompetingClasses:
+def competing_classes(
+    ca: ClassAttribution, a: Optional[int] = None, b: Optional[int] = None, n: int = 8
+) -> CompetingClasses:
     """Channels arguing for ``a`` versus ``b``; defaults to the two highest logits among ``ca.classes``."""
     if a is None or b is None:
         order = torch.argsort(ca.logits, descending=True, stable=True).tolist()
@@ -210,7 +212,8 @@ def layer_to_layer(
         qs = None
         n = 1
     else:
-        qs = torch.arange(h_u * w_u, device=device) if positions is None else torch.as_tensor(list(positions), device=device)
+        qs = (torch.arange(h_u * w_u, device=device) if positions is None
+              else torch.as_tensor(list(positions), device=device))
         n = len(qs)
 
     def readout(idx: torch.Tensor, shape: tuple) -> torch.Tensor:

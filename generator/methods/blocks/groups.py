@@ -24,7 +24,7 @@ nothing is hidden: the residual is reported next to the groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 import torch
 from torch import nn
@@ -176,12 +176,14 @@ def group_flow(
     """k1 x k2 flow matrix from ``lower``'s groups to ``upper``'s (a Sankey diagram's links)."""
     if not lower.layer or not upper.layer:
         raise ValueError("both neuron groups need their layer name (neuron_groups(..., layer=...))")
-    lg = layer_gradients(model, x, lower.layer, upper_group_readout(upper), upper.k, upper_layer=upper.layer, batch_size=batch_size)
+    lg = layer_gradients(model, x, lower.layer, upper_group_readout(upper), upper.k, upper_layer=upper.layer,
+                         batch_size=batch_size)
     act, grads = lg.act.float(), lg.grads.float()
     if act.dim() == 1:
         act, grads = act[:, None, None], grads[:, :, None, None]
     flow = _project(lower, grads).sum((2, 3)).T  # (k1, k2)
     total = (act.unsqueeze(0) * grads).sum((1, 2, 3))
     return GroupFlow(
-        lower=lower.layer, upper=upper.layer, flow=flow, residual=total - flow.sum(0), total=total, values=lg.values.float()
+        lower=lower.layer, upper=upper.layer, flow=flow, residual=total - flow.sum(0), total=total,
+        values=lg.values.float()
     )

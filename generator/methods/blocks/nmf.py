@@ -114,7 +114,8 @@ _SMALL = 4_000_000
 
 
 def _hals(
-    X: torch.Tensor, W0: torch.Tensor, H0: torch.Tensor, k: int, max_iter: int, tol: float, check_every: int, use_cuda_graph: bool
+    X: torch.Tensor, W0: torch.Tensor, H0: torch.Tensor, k: int, max_iter: int, tol: float, check_every: int,
+    use_cuda_graph: bool
 ) -> NMFResult:
     device = X.device
     Xf = X.detach().to(device=device, dtype=torch.float32)

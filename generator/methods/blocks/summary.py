@@ -18,10 +18,23 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .activations import ActivationGrid, LayerActivations, SemanticDictionary, activation_grid, layer_activations, semantic_dictionary
+from .activations import (
+    ActivationGrid,
+    LayerActivations,
+    SemanticDictionary,
+    activation_grid,
+    layer_activations,
+    semantic_dictionary,
+)
 from .attribution import (
-    ChannelRanking, ClassAttribution, CompetingClasses, LayerToLayer, channel_ranking, class_attribution,
-    competing_classes, layer_to_layer,
+    ChannelRanking,
+    ClassAttribution,
+    CompetingClasses,
+    LayerToLayer,
+    channel_ranking,
+    class_attribution,
+    competing_classes,
+    layer_to_layer,
 )
 from .groups import GroupAttribution, GroupFlow, NeuronGroups, group_attribution, group_flow, neuron_groups
 
@@ -75,7 +88,8 @@ def building_blocks(
     top = torch.sort(logits, descending=True, stable=True).indices[: min(top_k, logits.numel())].tolist()
     attributed = list(top) + [int(c) for c in classes if int(c) not in top]
     ca = class_attribution(model, x, layer, attributed, batch_size=batch_size)
-    groups = neuron_groups(acts.act, min(n_groups, *acts.act.shape[:1], acts.act[0].numel()), layer=layer, mode=group_mode, seed=seed)
+    groups = neuron_groups(acts.act, min(n_groups, *acts.act.shape[:1], acts.act[0].numel()), layer=layer,
+                           mode=group_mode, seed=seed)
     bb = BuildingBlocks(
         layer=layer,
         activations=acts,
@@ -177,9 +191,13 @@ def summary_json(
         "classes": classes,
         "top_classes": [int(c) for c in bb.top_classes],
         "cells": cells,
-        "spatial_attribution": [{"class": int(c), "map": _grid(spatial[k], digits), "total": _r(ca.total[k], digits)} for k, c in enumerate(ca.classes)],
+        "spatial_attribution": [
+            {"class": int(c), "map": _grid(spatial[k], digits), "total": _r(ca.total[k], digits)}
+            for k, c in enumerate(ca.classes)
+        ],
         "channel_attribution": [
-            {"class": r.cls, "support": _pairs(r.support, digits), "oppose": _pairs(r.oppose, digits)} for r in bb.rankings
+            {"class": r.cls, "support": _pairs(r.support, digits), "oppose": _pairs(r.oppose, digits)}
+            for r in bb.rankings
         ],
         "groups": groups,
         "group_mode": g.mode,
@@ -208,7 +226,8 @@ def summary_json(
             "matrix": _grid(f.flow, digits),
             "residual": [_r(v, digits) for v in f.residual.tolist()],
             "upper_groups": [
-                {"id": gi, "map": _grid(ug.spatial[gi], digits), "channels": _pairs(ug.top_channels(gi), digits)} for gi in range(ug.k)
+                {"id": gi, "map": _grid(ug.spatial[gi], digits), "channels": _pairs(ug.top_channels(gi), digits)}
+                for gi in range(ug.k)
             ],
         }
     return out

@@ -153,7 +153,9 @@ def _resolve_kernel(X: torch.Tensor, kernel: str, sigma: Optional[float], median
     return KernelSpec("rbf", float(sigma))
 
 
-def _kernel_block(a: torch.Tensor, b: torch.Tensor, spec: KernelSpec, b_sq: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _kernel_block(
+    a: torch.Tensor, b: torch.Tensor, spec: KernelSpec, b_sq: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     if spec.name == "linear":
         return a @ b.T
     # exp(-(|a|^2 + |b|^2 - 2 a.b) / (2 s^2)) in one addmm, one add and one exp over the block:

@@ -46,7 +46,8 @@ def _is_leaf(m: nn.Module) -> bool:
     return next(iter(m.children()), None) is None
 
 
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.Sigmoid, nn.Hardtanh)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Tanh, nn.Sigmoid,
+                nn.Hardtanh)
 
 
 def default_layers(model: nn.Module, max_layers: Optional[int] = None) -> List[str]:
@@ -114,7 +115,8 @@ def _render_kwargs(profile: Profile, spec) -> Dict[str, object]:
 
 
 def channel_gallery(
-    model: nn.Module, spec, layer: str, channels: Optional[Sequence[int]] = None, *, profile="quick", seed: int = 0, **overrides
+    model: nn.Module, spec, layer: str, channels: Optional[Sequence[int]] = None, *, profile="quick", seed: int = 0,
+    **overrides
 ) -> RenderResult:
     """One visualisation per channel of ``layer`` (default: the profile's number of channels,
     spread over the layer), all channels in a few batches."""

@@ -297,7 +297,8 @@ def direction(
 
     if vec.dim() == 2:
         def make_rows(rows: torch.Tensor) -> Objective:
-            obj = Objective(lambda acts: value(acts, rows), [layer], f"direction({layer}, vector_i{at}) for {rows.shape[0]} vectors")
+            obj = Objective(lambda acts: value(acts, rows), [layer],
+                            f"direction({layer}, vector_i{at}) for {rows.shape[0]} vectors")
             obj.batch_size = rows.shape[0]
             obj._slicer = lambda s, e: make_rows(rows[s:e])
             obj._describe = lambda i: f"direction({layer}, vector #{i}{at})"

@@ -28,7 +28,6 @@ from .objectives import OUTPUT, Objective, as_objective
 from .param import ImageParam, Normalizer, make_param
 from .transforms import TransformSchedule, resolve_transforms
 
-
 # ---------------------------------------------------------------------------------------
 # model state: frozen, eval mode, no in-place activations; all restored afterwards
 

@@ -96,7 +96,8 @@ class RuleList:
         return np.where(cov.any(0), labels[first], self.default_class)
 
     def describe(self, names: Sequence[str], class_names: Optional[Sequence[str]] = None) -> List[str]:
-        lines = [("if " if i == 0 else "else if ") + r.describe(names, class_names)[3:] for i, r in enumerate(self.rules)]
+        lines = [("if " if i == 0 else "else if ") + r.describe(names, class_names)[3:]
+                 for i, r in enumerate(self.rules)]
         return lines + [f"else {class_names[self.default_class] if class_names is not None else self.default_class}"]
 
     def metrics(self, X, y_model, y_true=None, n_classes=None):

@@ -282,7 +282,8 @@ class TabularFeatures:
             if v.dtype == bool:
                 self.spec.append((name, "bool", None))
             elif np.issubdtype(v.dtype, np.number) and len(np.unique(v)) > self.max_categories:
-                self.spec.append((name, "number", tuple(float(t) for t in np.quantile(v.astype(float), self.quantiles))))
+                self.spec.append((name, "number",
+                                  tuple(float(t) for t in np.quantile(v.astype(float), self.quantiles))))
             else:
                 self.spec.append((name, "category", tuple(sorted(np.unique(v).tolist(), key=str))))
         return self
@@ -301,7 +302,8 @@ class TabularFeatures:
                 feats += [
                     BinaryFeature(f"{name} low", f"{name} <= {lo:.4g} (the lowest {self.quantiles[0]:.0%})", "tabular",
                                   (("attribute", name), ("threshold", lo))),
-                    BinaryFeature(f"{name} high", f"{name} >= {hi:.4g} (the top {1 - self.quantiles[1]:.0%})", "tabular",
+                    BinaryFeature(f"{name} high", f"{name} >= {hi:.4g} (the top {1 - self.quantiles[1]:.0%})",
+                                  "tabular",
                                   (("attribute", name), ("threshold", hi))),
                 ]
             else:

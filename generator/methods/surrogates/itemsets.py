@@ -63,7 +63,7 @@ def frequent_itemsets(
     Xi = Xf[:, items]  # (N, F1)
     level = [(int(i),) for i in items]  # itemsets of the current level, in original indices
     pos = {int(f): p for p, f in enumerate(items.tolist())}  # item -> column of Xi
-    for k in range(2, max_len + 1):
+    for _size in range(2, max_len + 1):
         if not level or (max_itemsets is not None and len(result) > max_itemsets):
             break
         new_level: List[Tuple[int, ...]] = []

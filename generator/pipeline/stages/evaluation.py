@@ -217,5 +217,7 @@ def declare_evaluation(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Ite
 
 
 register_stage(Stage(name="evaluation", order=40, declare=declare_evaluation,
-                     enabled=lambda config: config.evaluation.enabled and config.outcome.enabled,
+                     # With no attribution method to evaluate there is nothing to check.
+                     enabled=lambda config: (config.evaluation.enabled and config.outcome.enabled
+                                             and bool(evaluated_methods(config))),
                      expected=lambda config: len(CHECKS)))

@@ -12,20 +12,12 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from generator import catalogue
 from generator.records import AttributionRecord, CamSegmentationRecord, PredictionsRecord
 from generator.render import images as img
 from generator.render.methods_info import info as method_info
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.text import slug
-
-#: Per-image numbers a method reports, shown in a table on its page: key -> (label, explanation).
-EXTRA_COLUMNS = {
-    "delta": ("f(x) − f(baseline)", "the score difference the attributions should add up to"),
-    "completeness_gap": ("completeness gap", "|Σ attributions − (f(x) − f(baseline))| / |f(x) − f(baseline)|"),
-    "target_logit": ("target logit", "the score LRP starts from"),
-    "relevance_sum": ("Σ relevance", "relevance that reaches the input pixels"),
-    "conservation": ("conservation", "Σ relevance / target logit; 1 = conserved, biases absorb the rest"),
-}
 
 BOX_COLOUR = np.array([0, 255, 80], np.uint8)
 MASK_COLOUR = np.array([255, 200, 0], np.float32)
@@ -40,7 +32,7 @@ def colour_bars(site: SiteContext) -> Dict[bool, str]:
 def extras_table(extras: Dict[str, Any], n: int) -> List[Dict[str, Any]]:
     """Columns of per-image numbers among a method's extras (lists of one value per image)."""
     return [{"key": k, "label": label, "help": help_, "cells": extras[k]}
-            for k, (label, help_) in EXTRA_COLUMNS.items()
+            for k, (label, help_) in catalogue.extra_columns().items()
             if isinstance(extras.get(k), list) and len(extras[k]) == n]
 
 
