@@ -71,3 +71,11 @@ def tiny_report(tmp_path: Path, image_folder: Path) -> Path:
           images: 4
     '''))
     return config
+
+
+@pytest.fixture(scope="session")
+def render_install(tmp_path_factory):
+    """The project's wheel installed render-only (no torch) in a fresh venv, built once a session."""
+    from render_install import make_render_install
+
+    return make_render_install(tmp_path_factory.mktemp("render-install"))

@@ -9,23 +9,15 @@ from a folder outside the checkout, artifacts that the development install compu
 from __future__ import annotations
 
 import ast
-import os
 import re
 import shutil
-import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+from render_install import RENDER_REQUIREMENTS, REPO, run
 
 from generator import resources
-
-REPO = Path(__file__).resolve().parents[1]
-RENDER_REQUIREMENTS = REPO / "requirements" / "render.txt"
-# Never part of a clean clone: local environments, build outputs and run outputs.
-_NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc",
-                                          ".pytest_cache", ".modelcard*", "site", ".cache", "_resources")
 
 
 def _requirement_lines(text: str) -> list:
@@ -55,30 +47,11 @@ def test_setup_ships_what_the_package_looks_for():
         assert (REPO / entry).exists(), entry
 
 
-def _clean_env() -> dict:
-    """The environment minus what would let a child see the checkout or the development venv."""
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
-    env["PYTHONNOUSERSITE"] = "1"
-    return env
-
-
-def _run(cmd: list, cwd: Path, timeout: float = 300) -> str:
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=_clean_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.mark.slow
-def test_wheel_renders_and_diffs_without_torch_outside_the_checkout(tiny_report: Path, tmp_path: Path):
-    # 1. A wheel built from a clean copy of the source tree.
-    clone = tmp_path / "clone"
-    shutil.copytree(REPO, clone, ignore=_NOT_IN_A_CLONE, symlinks=True)
-    wheels = tmp_path / "wheels"
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", wheels, "."], clone)
-    (wheel,) = wheels.glob("modelcard_generator-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        names = set(archive.namelist())
+def test_wheel_renders_and_diffs_without_torch_outside_the_checkout(tiny_report: Path, tmp_path: Path,
+                                                                    render_install):
+    # 1. The wheel (built from a clean copy of the source tree) carries the renderer's files.
+    names = render_install.wheel_names()
     expected = set()
     for entry in resources.SHIPPED:
         source = REPO / entry
@@ -98,31 +71,27 @@ def test_wheel_renders_and_diffs_without_torch_outside_the_checkout(tiny_report:
     (report / "snippets" / "hello.txt").write_text("included-from-the-config-folder\n")
     with tiny_report.open("a") as config:
         config.write('site_src: ["builtin:common", "pages"]\n')
-    _run([sys.executable, "-m", "generator.cli", "run", "-q", tiny_report], report)
+    run([sys.executable, "-m", "generator.cli", "run", "-q", tiny_report], report)
     shutil.copytree(report / ".modelcard", tmp_path / "base")
 
-    # 3. A fresh virtualenv outside the checkout with the render-only set and the wheel, no deps.
-    venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", venv], tmp_path)
-    python = venv / "bin" / "python"
-    _run([python, "-m", "pip", "install", "-q", "-r", RENDER_REQUIREMENTS], tmp_path)
-    _run([python, "-m", "pip", "install", "-q", "--no-deps", wheel], tmp_path)
+    # 3. The fresh virtualenv outside the checkout: the render-only set and the wheel, no deps.
+    venv, python = render_install.venv, render_install.python
     probe = ("import importlib.util, generator, generator.resources as r\n"
              "assert importlib.util.find_spec('torch') is None, 'torch is installed'\n"
              "print(generator.__file__); print(r.ROOT)\n")
-    package_file, resource_root = _run([python, "-c", probe], tmp_path).split()
+    package_file, resource_root = run([python, "-c", probe], tmp_path).split()
     assert Path(package_file).is_relative_to(venv) and Path(resource_root).name == "_resources"
 
     # 4. Render and diff with the installed console script, from the report's folder.
-    modelcard = venv / "bin" / "modelcard"
-    _run([modelcard, "render", tiny_report.name], report)
+    modelcard = render_install.modelcard
+    run([modelcard, "render", tiny_report.name], report)
     site = report / "site"
     assert (site / "index.html").is_file()
     assert "runs-on" in (site / "publishing.html").read_text()  # a built-in page's include, from the wheel
     assert "included-from-the-config-folder" in (site / "mine.html").read_text()
-    summary = _run([modelcard, "diff", tmp_path / "base", report / ".modelcard", "-o", tmp_path / "diff"], report)
+    summary = run([modelcard, "diff", tmp_path / "base", report / ".modelcard", "-o", tmp_path / "diff"], report)
     assert "No change" in summary
-    assert "torch" not in _run([python, "-m", "pip", "list"], tmp_path).lower()
+    assert "torch" not in run([python, "-m", "pip", "list"], tmp_path).lower()
 
 
 def test_includes_are_read_from_the_config_folder_then_the_shipped_files(tiny_report: Path):

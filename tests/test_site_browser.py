@@ -86,3 +86,20 @@ def test_every_page_loads_without_errors(default_site: Path):
         browser.close()
     assert not problems, "\n".join(problems[:30])
     assert (shots / "front.png").stat().st_size > 10_000 and (shots / "gallery.png").stat().st_size > 10_000
+
+
+def test_default_site_renders_from_a_wheel_without_torch(default_site: Path, render_install, tmp_path: Path):
+    """The default report's artifacts, rendered by the render-only wheel install from a folder
+    outside the checkout, give the same pages as the development install."""
+    import shutil
+
+    from render_install import run
+
+    shutil.copytree(E2E / ".modelcard" / "artifacts", tmp_path / ".modelcard" / "artifacts")
+    shutil.copy(E2E / ".modelcard" / "manifest.json", tmp_path / ".modelcard" / "manifest.json")
+    run([render_install.modelcard, "render"], tmp_path)  # no argument: the embedded default report
+    assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "lecture.html").is_file()
+    ours, theirs = E2E / ".modelcard" / "docs", tmp_path / ".modelcard" / "docs"
+    pages = sorted(p.relative_to(ours) for p in ours.rglob("*.md"))
+    assert len(pages) > 10
+    assert [str(p) for p in pages if (theirs / p).read_bytes() != (ours / p).read_bytes()] == []
