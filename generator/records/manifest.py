@@ -17,8 +17,10 @@ from pydantic import ConfigDict, Field, ValidationError
 from generator.records.base import Part, RecordError, format_problems
 
 #: Bump when the manifest's own layout changes, or when record layouts change in a way keys
-#: alone would not catch. Runs write it as ``version``.
-MANIFEST_SCHEMA_VERSION = 1
+#: alone would not catch. Runs write it as ``version``. 2: artifacts record the size and
+#: sha256 of their files and the manifest lists the record schemas (reports written before
+#: are refused with a clear line instead of failing artifact by artifact).
+MANIFEST_SCHEMA_VERSION = 2
 
 RERUN = "run `modelcard run` again to recompute it with this version"
 
