@@ -310,3 +310,29 @@ def test_check_reports_missing_paths_too(tmp_path: Path, image_folder: Path, cap
     assert main(["check", str(config)]) == 2
     assert "datasets[0].source: image folder" in capsys.readouterr().err
     assert main(["check", str(_report(tmp_path, image_folder))]) == 0
+
+
+def test_a_method_not_defined_for_a_model_is_listed_not_failed(tmp_path: Path, image_folder: Path,
+                                                                monkeypatch, capsys):
+    from generator.capability import Unsupported
+    from generator.methods.attribution import ATTRIBUTION_METHODS
+
+    gradcam = ATTRIBUTION_METHODS.get("gradcam")
+
+    def refuse(self, *args, **kwargs):
+        raise Unsupported("Grad-CAM needs a (B,K,h,w) feature map; this model has none")
+
+    monkeypatch.setattr(gradcam, "__init__", refuse)
+    (tmp_path / "tinymodel.py").write_text(TINY_MODEL_MODULE)
+    config = _report(tmp_path, image_folder, methods="[saliency, gradcam]")
+    assert main(["build", "-q", str(config)]) == 0  # not a failure: the exit status stays 0
+    out = capsys.readouterr().out
+    assert "not applicable: gradcam on tiny/pics: Grad-CAM needs" in out and "FAILED" not in out
+    manifest = json.loads((tmp_path / ".modelcard" / "manifest.json").read_text())
+    why = "Grad-CAM needs a (B,K,h,w) feature map; this model has none"
+    # CAM segmentation thresholds Grad-CAM, so it is not applicable either, for the same reason.
+    assert manifest["unsupported"] == [{"what": "gradcam on tiny/pics", "why": why},
+                                       {"what": "CAM segmentation on tiny/pics", "why": why}]
+    assert {e.get("method") for e in manifest["artifacts"] if e["kind"] == "attribution"} == {"saliency"}
+    run_page = (tmp_path / ".modelcard" / "docs" / "run.md").read_text()
+    assert "## Not applicable" in run_page and "Grad\\-CAM needs" in run_page

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from generator.artifacts.store import Artifact, ArtifactStore
+from generator.capability import Unsupported
 from generator.config import ModelConfig, ReportConfig
 from generator.data.dataset import Dataset
 from generator.models.sources import LoadedModel
@@ -40,6 +41,7 @@ class RunContext:
     entries: List[Dict[str, Any]] = field(default_factory=list)
     failures: List[Tuple[str, str]] = field(default_factory=list)  # units that failed: the exit code says so
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # unreadable input files, named and skipped
+    unsupported: List[Tuple[str, str]] = field(default_factory=list)  # methods not defined for a model, why
 
     def record(self, artifact: Artifact, **labels: Any) -> None:
         """Add an artifact to the manifest with labels the renderer looks it up by."""
@@ -47,7 +49,11 @@ class RunContext:
                              "path": str(artifact.path.relative_to(self.store.root)), **labels})
 
     def fail(self, what: str, exc: BaseException) -> None:
-        """Record a failure and carry on: one broken unit never stops the report."""
+        """Record a failure and carry on: one broken unit never stops the report. A method that
+        is not defined for the model (:class:`Unsupported`) is listed with its reason instead."""
+        if isinstance(exc, Unsupported):
+            self.unsupported.append((what, str(exc)))
+            return
         message = f"{type(exc).__name__}: {exc}"
         log.debug("%s failed:\n%s", what, traceback.format_exc())
         self.failures.append((what, message))

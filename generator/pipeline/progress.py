@@ -53,6 +53,7 @@ class RunSummary:
     stage_seconds: Dict[str, float] = field(default_factory=dict)  # wall time of each stage (not in any record)
     device: str = "cpu"
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # unreadable inputs (not failures)
+    unsupported: List[Tuple[str, str]] = field(default_factory=list)  # methods not defined for a model
 
     def text(self) -> str:
         lines = [f"computed {len(self.computed)} artifact(s), reused {len(self.reused)} from cache, "
@@ -67,6 +68,8 @@ class RunSummary:
             lines.append(f"  {kind:<28} computed {c:>4}   reused {r:>4}")
         for what, why in self.skipped:
             lines.append(f"  skipped {what}: {why}")
+        for what, why in self.unsupported:
+            lines.append(f"  not applicable: {what}: {why}")
         for what, why in self.failed:
             lines.append(f"  FAILED {what}: {why}")
         lines.append(f"manifest: {self.manifest}")

@@ -167,10 +167,11 @@ def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
         "artifacts": ctx.entries,
         # Skipped input files are listed with the failures on the run page (they are named, not hidden).
         "failures": [{"what": w, "why": y} for w, y in ctx.skipped + ctx.failures],
+        "unsupported": [{"what": w, "why": y} for w, y in ctx.unsupported],
     }
     manifest_path = work / "manifest.json"
     write_json_atomic(manifest_path, manifest)
     return RunSummary(computed=list(store.stats.computed), reused=list(store.stats.reused),
-                      failed=list(ctx.failures), skipped=list(ctx.skipped),
+                      failed=list(ctx.failures), skipped=list(ctx.skipped), unsupported=list(ctx.unsupported),
                       seconds=time.perf_counter() - started, manifest=str(manifest_path),
                       stage_seconds=stage_seconds, device=ctx.device.type)

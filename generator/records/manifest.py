@@ -62,6 +62,7 @@ class ManifestRecord(Part):
     pairs: List[List[str]] = Field(default_factory=list)
     artifacts: List[ManifestEntry] = Field(default_factory=list)
     failures: List[Failure] = Field(default_factory=list)
+    unsupported: List[Failure] = Field(default_factory=list)  # methods not defined for a model, with why
 
 
 def parse_manifest(data: Any, where: str = "manifest.json",
