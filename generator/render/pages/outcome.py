@@ -30,10 +30,22 @@ def colour_bars(site: SiteContext) -> Dict[bool, str]:
 
 
 def extras_table(extras: Dict[str, Any], n: int) -> List[Dict[str, Any]]:
-    """Columns of per-image numbers among a method's extras (lists of one value per image)."""
-    return [{"key": k, "label": label, "help": help_, "cells": extras[k]}
+    """Columns of per-image numbers (or notes) among a method's extras (lists of one value per image)."""
+    return [{"key": k, "label": label, "help": help_, "cells": extras[k],
+             "text": any(isinstance(v, str) for v in extras[k])}
             for k, (label, help_) in catalogue.extra_columns().items()
             if isinstance(extras.get(k), list) and len(extras[k]) == n]
+
+
+def reliability_warnings(extras: Dict[str, Any], n: int) -> List[str]:
+    """Per image, why its map is not a reliable explanation ("" when it is). A method that checks
+    its own axiom (LRP conservation) reports ``reliable`` and ``reliability_note`` per image; the
+    pages then mark the map instead of presenting it as an explanation."""
+    flags, notes = extras.get("reliable"), extras.get("reliability_note")
+    if not (isinstance(flags, list) and len(flags) == n):
+        return [""] * n
+    notes = notes if isinstance(notes, list) and len(notes) == n else [""] * n
+    return ["" if ok else (note or "the method's own check failed") for ok, note in zip(flags, notes)]
 
 
 def unpack_masks(arrays) -> np.ndarray:
@@ -143,6 +155,7 @@ def outcome_pages(site: SiteContext) -> List[Any]:
                             "read": info["read"], "doc": rec.doc, "signed": rec.signed,
                             "params": rec.params, "extras": extras, "overlays": overlays,
                             "table": extras_table(extras, len(rec.images)),
+                            "warnings": reliability_warnings(extras, len(rec.images)),
                             "targets": rec.target_names, "probabilities": rec.target_probabilities,
                             "page": f"{base}/method-{slug(rec.method)}.md", "sweep_page": None})
             if rec.method == "interior_gradients":

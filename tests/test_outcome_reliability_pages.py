@@ -1,0 +1,38 @@
+"""Maps a method itself flags as unreliable are marked on the pages, never shown as plain
+explanations (LRP reports per-image conservation and whether it holds as the rule claims)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from generator.cli import main
+from generator.render.pages.outcome import extras_table, reliability_warnings
+
+
+def test_warnings_come_from_the_methods_own_flags():
+    extras = {"reliable": [True, False, False], "reliability_note": ["", "conservation 0.42, outside [0.9, 1.1]", ""]}
+    assert reliability_warnings(extras, 3) == ["", "conservation 0.42, outside [0.9, 1.1]",
+                                               "the method's own check failed"]
+    assert reliability_warnings({}, 2) == ["", ""]  # methods without a self-check: nothing to mark
+    assert reliability_warnings({"reliable": [False]}, 2) == ["", ""]  # not one flag per image: ignored
+
+
+def test_flagged_maps_are_marked_on_method_and_image_pages(tiny_report: Path, capsys):
+    assert main(["run", "-q", str(tiny_report)]) == 0
+    work = tiny_report.parent / ".modelcard"
+    manifest = json.loads((work / "manifest.json").read_text())
+    entry = next(e for e in manifest["artifacts"] if e["kind"] == "attribution" and e["method"] == "saliency")
+    record_path = work / "artifacts" / entry["path"] / "record.json"
+    record = json.loads(record_path.read_text())
+    n = len(record["images"])
+    record["extras"] = {**record["extras"], "reliable": [False] + [True] * (n - 1),
+                        "reliability_note": ["relevance 0.42 of the logit reached the input"] + [""] * (n - 1)}
+    record_path.write_text(json.dumps(record))  # the record is not covered by the file digests
+    assert main(["render", "--no-build", str(tiny_report)]) == 0
+    docs = work / "docs"
+    method_page = next(docs.rglob("method-saliency.md")).read_text()
+    assert method_page.count("**Not a reliable explanation**: relevance 0\\.42 of the logit") == 1
+    image_pages = [p.read_text() for p in docs.rglob("*.md") if "Input (as the model sees it)" in p.read_text()]
+    assert sum("**Not a reliable explanation**" in text for text in image_pages) == 1
+    assert extras_table({"reliability_note": ["", "x"]}, 2) == []  # notes are not a table column by default
