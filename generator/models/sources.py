@@ -324,30 +324,172 @@ def _classifier_outputs(state: Dict[str, torch.Tensor]) -> Optional[int]:
     return int(mats[-1].shape[0]) if mats else None
 
 
-def _default_layers(module: nn.Module) -> Tuple[List[str], Optional[str]]:
-    """A spread of layers, one per stage, from the module tree (no class-name branches).
+def _kind(module: nn.Module) -> str:
+    """The class name of a module; for TorchScript, the name of the class it was compiled from
+    (every scripted or traced module is a ``RecursiveScriptModule`` otherwise)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return str(getattr(module, "original_name", type(module).__name__))
+    return type(module).__name__
 
-    Stages are the children that contain convolutions; the CAM layer is the last of them.
+
+def _is(module: nn.Module, types: Tuple[type, ...]) -> bool:
+    """``isinstance``, also for TorchScript modules compiled from one of ``types``."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return _kind(module) in {t.__name__ for t in types}
+    return isinstance(module, types)
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    return next(iter(module.children()), None) is None
+
+
+def _weight(module: nn.Module) -> int:
+    """How many parametrised layers ``module`` holds (itself included): a structural measure of
+    its share of the computation that needs no input and works on TorchScript modules."""
+    return sum(1 for m in module.modules() if next(iter(m.parameters(recurse=False)), None) is not None)
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Layers that finish a leaf stage: activations, normalisations, local pooling, no-ops. A stage
+#: that is a single convolution is read after them (VGG: conv, ReLU, max-pool), as a feature
+#: map is usually read after its non-linearity.
+_STAGE_TAIL = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+               nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
+               nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+               nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+               nn.AvgPool2d, nn.AvgPool3d)
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_DEFAULT_STAGES = 4
+
+
+def _classifier(module: nn.Module) -> Optional[str]:
+    """The last parametrised leaf layer in registration order: the classifier of every
+    architecture we know (timm, torchvision, a plain Sequential)."""
+    last = None
+    for name, m in module.named_modules():
+        if name and _is_leaf(m) and _weight(m):
+            last = name
+    return last
+
+
+def _spread(items: List[Any], k: int) -> List[Any]:
+    """``k`` items spread evenly over ``items``, the last always among them."""
+    n = len(items)
+    if n <= k:
+        return list(items)
+    return [items[math.ceil((i + 1) * n / k) - 1] for i in range(k)]
+
+
+def _stage_members(module: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """The modules that hold most of the network's layers, one level of the tree, in order.
+
+    Walk down from the root. At each module: three or more children of one class holding at
+    least half its layers are the stages (ResNet's ``layer1..4``, DenseNet's dense blocks, a
+    ViT's transformer blocks, ConvNeXt's stages), less any with under an eighth of the layers of
+    the largest (a stem or a downsampling layer of the same class); otherwise, when one child holds more than half,
+    descend into it (``features``, ``blocks``, ``stages``, ``encoder.layers`` ...); otherwise the
+    children with convolutions (a flat CNN), or all parametrised children but the last.
     """
-    stages = []
-    for name, child in module.named_children():
-        if any(isinstance(m, nn.Conv2d) for m in child.modules()):
-            if isinstance(child, nn.Sequential) and len(child) > 3 and not stages:
-                # A feature extractor as one long Sequential (VGG, AlexNet): its sub-blocks.
-                convs = [f"{name}.{i}" for i, c in enumerate(child) if isinstance(c, (nn.ReLU, nn.MaxPool2d))]
-                stages += convs[:: max(1, len(convs) // 4)]
-            else:
-                stages.append(name)
-    return stages, (stages[-1] if stages else None)
+    prefix, node = "", module
+    while True:
+        kids = [(prefix + n, c) for n, c in node.named_children() if _weight(c)]
+        if not kids:
+            return []
+        total = sum(_weight(c) for _, c in kids)
+        groups: Dict[str, List[Tuple[str, nn.Module]]] = {}
+        for name, child in kids:
+            groups.setdefault(_kind(child), []).append((name, child))
+        repeated = [g for g in groups.values() if len(g) >= 3]
+        if repeated:
+            best = max(repeated, key=lambda g: sum(_weight(c) for _, c in g))
+            if 2 * sum(_weight(c) for _, c in best) >= total:
+                # torchvision's ConvNeXt and Swin keep stem, stages and downsampling layers in one
+                # Sequential: the stages are the members with a real share of the layers.
+                most = max(_weight(c) for _, c in best)
+                return [(n, c) for n, c in best if 8 * _weight(c) >= most]
+        name, heavy = max(kids, key=lambda nc: _weight(nc[1]))
+        if 2 * _weight(heavy) > total and not _is_leaf(heavy):
+            prefix, node = name + ".", heavy
+            continue
+        convs = [(n, c) for n, c in kids if any(_is(m, _CONVS) for m in c.modules())]
+        return convs or kids[:-1] or kids
+
+
+def _stage_output(module: nn.Module, name: str, member: nn.Module, members: List[str]) -> str:
+    """Where a stage is read: a container at its own output; a single layer after the
+    activation, normalisation and local pooling that follow it among its siblings."""
+    if not _is_leaf(member):
+        return name
+    parent_name, _, own = name.rpartition(".")
+    parent = dict(module.named_modules())[parent_name]
+    siblings = list(parent.named_children())
+    names = [n for n, _ in siblings]
+    chosen = name
+    for n, m in siblings[names.index(own) + 1:]:
+        full = f"{parent_name}.{n}" if parent_name else n
+        if full in members or not _is(m, _STAGE_TAIL):
+            break
+        chosen = full
+    return chosen
+
+
+def _default_layers(module: nn.Module, count: int = _DEFAULT_STAGES) -> Tuple[List[str], Optional[str]]:
+    """About ``count`` layers spread over depth, and the CAM layer, found from the module tree
+    alone (no class-name branches, no forward pass; works on TorchScript).
+
+    The layers are the stages of :func:`_stage_members` (the classifier itself excluded),
+    spread evenly with the deepest always kept. The CAM layer is the deepest of them that holds
+    a convolution, i.e. has a spatial (B,K,h,w) map; None for a transformer whose stages hold
+    none (a ViT's blocks output tokens).
+    """
+    classifier = _classifier(module)
+    members = [(n, m) for n, m in _stage_members(module) if n != classifier]
+    picked = _spread(members, count)
+    names = [n for n, _ in members]
+    layers = [_stage_output(module, n, m, names) for n, m in picked]
+    cam = None
+    for layer, (_, m) in zip(layers, picked):
+        if any(_is(sub, _CONVS) for sub in m.modules()):
+            cam = layer
+    return layers, cam
 
 
 def _penultimate(module: nn.Module) -> Optional[str]:
-    names = [n for n, m in module.named_modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.Flatten))]
-    return names[-1] if names else None
+    """The layer whose output the classifier reads (the embedding), or None when no module
+    produces it (DenseNet pools with a function call).
+
+    From the classifier, look back among its earlier siblings (going up a level when there are
+    none): a parameter-free layer (pooling, flatten, dropout: timm's ``head_drop``, torchvision's
+    ``avgpool``) or a normalisation (a ViT's ``fc_norm``) is it; a parallel head (DeiT's second
+    classifier) is skipped; anything else is the trunk, whose output is not the feature vector.
+    """
+    name = _classifier(module)
+    modules = dict(module.named_modules())
+    while name:
+        parent_name, _, own = name.rpartition(".")
+        siblings = list(modules[parent_name].named_children())
+        before = siblings[: [n for n, _ in siblings].index(own)]
+        for n, m in reversed(before):
+            full = f"{parent_name}.{n}" if parent_name else n
+            if not _weight(m) or (_is_leaf(m) and _is(m, _NORMS)):
+                return full
+            if _is_leaf(m) and _is(m, (nn.Linear,)):
+                continue
+            return None
+        name = parent_name
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
 # timm
+
+def _timm_embedding(module: nn.Module) -> Optional[str]:
+    """timm's pooling module when it has one; a ViT's ``global_pool`` is a string ('token',
+    'avg'), not a module, and its embedding is found like any other model's."""
+    if isinstance(getattr(module, "global_pool", None), nn.Module):
+        return "global_pool"
+    return _penultimate(module)
+
 
 def _load_timm(request: ModelRequest, argument: str, context: LoadContext) -> LoadedModel:
     import timm
@@ -386,8 +528,7 @@ def _load_timm(request: ModelRequest, argument: str, context: LoadContext) -> Lo
     spec = ModelSpec(id=request.id, source=request.source, input_size=size, mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
                      std=tuple(cfg.get("std", IMAGENET_STD)), class_names=class_names, resize=int(size[1] / crop),
                      interpolation=str(cfg.get("interpolation", "bicubic")), layers=layers, cam_layer=cam,
-                     embedding_layer="global_pool" if hasattr(module, "global_pool") else _penultimate(module),
-                     architecture=f"timm {argument}",
+                     embedding_layer=_timm_embedding(module), architecture=f"timm {argument}",
                      weights=f"local file {path.name}" if path else "random initialisation",
                      code_digest=code_digest(f"timm {argument}", libraries=("timm",)))
     return finish(module, spec, request)
@@ -415,7 +556,7 @@ def _load_timm_published(request: ModelRequest, argument: str) -> LoadedModel:
     spec = ModelSpec(id=request.id, source=request.source, input_size=size, mean=tuple(float(v) for v in cfg["mean"]),
                      std=tuple(float(v) for v in cfg["std"]), class_names=class_names, resize=resize,
                      interpolation=str(cfg["interpolation"]), layers=layers, cam_layer=cam,
-                     embedding_layer="global_pool" if hasattr(module, "global_pool") else _penultimate(module),
+                     embedding_layer=_timm_embedding(module),
                      architecture=f"timm {cfg.get('architecture') or argument}",
                      description=str(cfg.get("description") or ""),
                      weights=f"timm {made.name}, published weights",
