@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from generator.catalogue import attribution as _attribution
 from generator.catalogue import families as _families
+from generator.catalogue import transformer as _transformer
 from generator.catalogue.types import KINDS, MethodEntry, Param, ParamError, ParamProblem
 from generator.registry import Registry, UnknownNameError
 
@@ -67,8 +68,8 @@ def add(entry: MethodEntry) -> MethodEntry:
     return entry
 
 
-for _entry in (*_attribution.ENTRIES, *_families.EVALUATION, *_families.DATA, *_families.FEATURES,
-               *_families.BLOCKS):
+for _entry in (*_attribution.ENTRIES, *_transformer.ENTRIES, *_families.EVALUATION, *_families.DATA,
+               *_families.FEATURES, *_families.BLOCKS):
     add(_entry)
 
 

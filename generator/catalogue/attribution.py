@@ -58,6 +58,10 @@ LRP = (
 SMOOTHGRAD_CITATION = 'Smilkov et al. 2017, "SmoothGrad: removing noise by adding noise"'
 GRADCAM_CITATION = ('Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based '
                     'Localization"')
+#: What every LRP composite says about where its rules stop.
+LRP_HONEST = (" A map whose relevance (plus what the biases absorb) leaves 0.9-1.1 of the logit, or that "
+              "holds a NaN, is marked unreliable with the reason; a model with operations no rule covers "
+              "(softmax attention, LayerNorm, TorchScript) is listed as not applicable.")
 LRP_CITATION = ('Bach et al. 2015, "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise '
                 'Relevance Propagation"')
 
@@ -158,17 +162,18 @@ ENTRIES: Tuple[MethodEntry, ...] = (
         columns=("delta", "completeness_gap"),
     ),
     _entry(
-        name="deconvnet", title="Deconvnet",
+        name="deconvnet", version="2", title="Deconvnet",
         summary="the backward pass with every ReLU applied to the backward signal",
         citation='Zeiler & Fergus 2014, "Visualizing and Understanding Convolutional Networks"',
         formula=r"R^{(l)} = \mathrm{ReLU}\left(R^{(l+1)}\right),\ M_{ij} = \max_c |R^{(0)}_{cij}|",
         read="Bright pixels are image structures that excite the network's units; the map hardly "
              "depends on the class, so read it as 'what the network sees', not 'why this class'.",
-        limits="Largely class-insensitive and mostly shows image structure; only ReLU/ReLU6 modules are "
-               "modified (functional relu calls are not).",
+        limits="Largely class-insensitive and mostly shows image structure. Defined for ReLU networks only: "
+               "every ReLU gets the rule (modules and function calls); a network with other activations "
+               "(GELU, SiLU, gates) or a TorchScript model is listed as not applicable.",
     ),
     _entry(
-        name="guided_backprop", title="Guided backpropagation",
+        name="guided_backprop", version="2", title="Guided backpropagation",
         summary="the gradient with negative signals stopped at every ReLU",
         citation='Springenberg et al. 2015, "Striving for Simplicity: The All Convolutional Net"',
         formula=r"R^{(l)} = \mathbb{1}[a^{(l)} > 0] \, \mathrm{ReLU}\left(R^{(l+1)}\right),\ M_{ij} = \max_c "
@@ -176,7 +181,8 @@ ENTRIES: Tuple[MethodEntry, ...] = (
         read="Sharp, edge-like maps of positive evidence. They largely reconstruct the image and change "
              "little with the class or the weights (see the sanity check).",
         limits="The maps largely reconstruct the image (edges) and barely change with the class or the weights "
-               "(Adebayo et al. 2018; Nie et al. 2018); only ReLU/ReLU6 modules are modified.",
+               "(Adebayo et al. 2018; Nie et al. 2018). Defined for ReLU networks only: a network with other "
+               "activations (GELU, SiLU, gates) or a TorchScript model is listed as not applicable.",
     ),
     _entry(
         name="gradcam", title="Grad-CAM",
@@ -204,7 +210,7 @@ ENTRIES: Tuple[MethodEntry, ...] = (
         params=(LAYER,),
     ),
     _entry(
-        name="guided_gradcam", title="Guided Grad-CAM",
+        name="guided_gradcam", version="2", title="Guided Grad-CAM",
         summary="guided backpropagation multiplied by the upsampled Grad-CAM",
         citation=GRADCAM_CITATION,
         formula=r"M = \max_c \left| R_{\mathrm{guided}} \right| \odot \mathrm{up}\left(L^t\right)",
@@ -226,7 +232,7 @@ ENTRIES: Tuple[MethodEntry, ...] = (
         params=(LAYER,),
     ),
     _entry(
-        name="lrp_epsilon", title="LRP-epsilon",
+        name="lrp_epsilon", version="2", title="LRP-epsilon",
         summary="relevance redistributed in proportion to each input's contribution, in every layer",
         citation=LRP_CITATION,
         formula=r"R_i = \sum_j \frac{a_i w_{ij}}{\epsilon + \sum_{i'} a_{i'} w_{i'j} + b_j} R_j",
@@ -234,37 +240,37 @@ ENTRIES: Tuple[MethodEntry, ...] = (
              "blue opposes. Biases (including folded BatchNorm) absorb part of the relevance, so the "
              "total differs from the score: the conservation ratio is reported.",
         limits="With a tiny epsilon it equals gradient x input on ReLU networks and is as noisy; biases absorb "
-               "part of the relevance.",
+               "part of the relevance." + LRP_HONEST,
         params=LRP,
         columns=("target_logit", "relevance_sum", "conservation"),
     ),
     _entry(
-        name="lrp_alpha_beta", title="LRP-alpha-beta",
+        name="lrp_alpha_beta", version="2", title="LRP-alpha-beta",
         summary="alpha-beta rule on convolutions, epsilon on dense layers, flat on the first layer",
         citation=f'{LRP_CITATION}; Montavon et al. 2019, "Layer-Wise Relevance Propagation: An Overview"',
         formula=r"R_i = \sum_j \left( \alpha \frac{(a_i w_{ij})^+}{\sum_{i'} (a_{i'} w_{i'j})^+} - \beta \frac{(a_i "
                 r"w_{ij})^-}{\sum_{i'} (a_{i'} w_{i'j})^-} \right) R_j",
         read="Positive and negative evidence weighted separately (alpha = 2, beta = 1): sparse maps with "
              "a red core and a blue fringe.",
-        limits="The choice of alpha is arbitrary and biases are ignored in the convolutions.",
+        limits="The choice of alpha is arbitrary and biases are ignored in the convolutions." + LRP_HONEST,
         params=LRP + (Param("alpha", "float", 2.0, "weight of positive contributions", minimum=0),
                       Param("beta", "float", 1.0, "weight of negative contributions", minimum=0)),
         columns=("target_logit", "relevance_sum", "conservation"),
     ),
     _entry(
-        name="lrp_zplus_flat", title="LRP epsilon-z+-flat",
+        name="lrp_zplus_flat", version="2", title="LRP epsilon-z+-flat",
         summary="z-plus on convolutions, epsilon on dense layers, flat on the first layer",
         citation='Kohlbrenner et al. 2020, "Towards Best Practice in Explaining Neural Network Decisions with LRP"',
         formula=r"R_i = \sum_j \frac{(a_i w_{ij})^+}{\sum_{i'} (a_{i'} w_{i'j})^+} R_j",
         read="z+ in the convolutions, epsilon in dense layers, flat in the first layer: only positive "
              "evidence passes the convolutions, giving a smooth, mostly positive map; less class-specific.",
         limits="Only positive evidence is propagated through the convolutions, so the map tends to be less "
-               "class-specific; biases are ignored in them.",
+               "class-specific; biases are ignored in them." + LRP_HONEST,
         params=LRP,
         columns=("target_logit", "relevance_sum", "conservation"),
     ),
     _entry(
-        name="deeplift", title="DeepLIFT (rescale)",
+        name="deeplift", version="2", title="DeepLIFT (rescale)",
         summary="(x - reference) times multipliers from each nonlinearity's secant slope",
         citation='Shrikumar, Greenside & Kundaje 2017, "Learning Important Features Through Propagating '
                  'Activation Differences"',
@@ -272,9 +278,10 @@ ENTRIES: Tuple[MethodEntry, ...] = (
                 r"\frac{\partial y}{\partial z} \text{ at each nonlinearity}",
         read="Contributions relative to the reference image that sum to the score difference "
              "(summation to delta); red supports the class, blue opposes it.",
-        limits="Summation-to-delta holds for networks of linear layers and elementwise activation modules (the "
-               "gap is reported); max-pooling passes the ordinary gradient here, and the result depends on "
-               "the reference.",
+        limits="Summation-to-delta holds for networks of linear layers and elementwise activations, modules or "
+               "function calls (the gap is reported); max-pooling passes the ordinary gradient here, and the "
+               "result depends on the reference. Networks with normalisation layers, softmax, attention or "
+               "gates, and TorchScript models, are listed as not applicable.",
         params=(_baseline("black"), BLUR_SIGMA, SEED),
         columns=("delta", "completeness_gap"),
     ),
