@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from generator.catalogue import attnlrp as _attnlrp
 from generator.catalogue import attribution as _attribution
 from generator.catalogue import families as _families
 from generator.catalogue import transformer as _transformer
@@ -68,7 +69,7 @@ def add(entry: MethodEntry) -> MethodEntry:
     return entry
 
 
-for _entry in (*_attribution.ENTRIES, *_transformer.ENTRIES, *_families.EVALUATION, *_families.DATA,
+for _entry in (*_attribution.ENTRIES, *_transformer.ENTRIES, *_attnlrp.ENTRIES, *_families.EVALUATION, *_families.DATA,
                *_families.FEATURES, *_families.BLOCKS):
     add(_entry)
 

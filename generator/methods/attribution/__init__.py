@@ -7,7 +7,7 @@ it to a model and ``.attribute(x, target)`` returns an :class:`AttributionResult
 and typed parameters with their defaults are declared in :mod:`generator.catalogue`.
 """
 
-from . import cam, gradient, lrp, modified, occlusion  # noqa: F401  (registration)
+from . import attnlrp, cam, gradient, lrp, modified, occlusion, transformer  # noqa: F401  (registration)
 from .base import ATTRIBUTION_METHODS, REDUCTIONS, AttributionMethod, AttributionResult, gaussian_blur, reduce_channels
 from .cam import cam_segmentation
 from .shared import attribute_many

@@ -1,0 +1,1 @@
+"""Attention rollout and gradient-weighted attention for vision transformers (filled in below)."""
