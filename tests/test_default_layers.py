@@ -13,6 +13,7 @@ from torch import nn
 from generator.engine.hooks import capture_activations
 from generator.engine.layers import get_layer
 from generator.models.sources import LoadContext, ModelRequest, _penultimate, load_model
+from generator.models.tokens import TokenLayout, to_spatial
 
 CTX = LoadContext()
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -35,7 +36,9 @@ def _traced_cnn_file(tmp_path):
 
 # source, overrides (or a factory of both), layers, CAM layer, embedding layer, input size
 CASES = {
-    "timm_vit": ("timm:test_vit", {}, ["blocks.1", "blocks.2", "blocks.4", "blocks.5"], None, "head_drop", 160),
+    # a class-token ViT: its last block's patch tokens get no gradient, so CAMs read the last attention's input
+    "timm_vit": ("timm:test_vit", {}, ["blocks.1", "blocks.2", "blocks.4", "blocks.5"], "blocks.5.norm1",
+                 "head_drop", 160),
     "timm_convnext": ("timm:test_convnext", {}, ["stages.0", "stages.1", "stages.2", "stages.3"], "stages.3",
                       "head.drop", 64),
     "resnet18": ("torchvision:resnet18", {}, ["layer1", "layer2", "layer3", "layer4"], "layer4", "avgpool", 64),
@@ -62,8 +65,8 @@ def test_default_layers_load_and_resolve(case, tmp_path):
     with torch.no_grad(), capture_activations(model, named) as store:
         model(torch.randn(1, 3, size, size))
     assert set(store) == set(named)
-    if cam:
-        assert store[cam].dim() == 4
+    if cam:  # a spatial (B,K,h,w) map, directly or through the inferred token grid
+        assert to_spatial(store[cam], TokenLayout.from_json(spec.tokens), (size, size)).dim() == 4
     if embedding:
         assert store[embedding].flatten(1).shape[1] < 1000
 
@@ -74,7 +77,7 @@ def test_timm_vit_with_other_sizes_loads():
     from generator.models.sources import _default_layers
 
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=4)
-    assert _default_layers(vit) == (["blocks.0", "blocks.1", "blocks.2", "blocks.3"], None)
+    assert _default_layers(vit) == (["blocks.0", "blocks.1", "blocks.2", "blocks.3"], "blocks.3.norm1")
     assert _penultimate(vit) == "head_drop"
 
 

@@ -173,6 +173,32 @@ def torchscript_code_digest(path: Path) -> str:
     return code_digest("torchscript", extra=parts.digest())
 
 
+def _fill_token_layout(module: nn.Module, spec: ModelSpec, keep_cam: bool) -> None:
+    """Record a vision transformer's token grid in ``spec.tokens`` and choose its CAM layer.
+
+    Both come from one traced input at the spec's input size (after the user's overrides). A
+    model that cannot be traced this way (a TorchScript module without hooks, a forward that
+    needs more than an image) still loads: nothing is recorded. The CAM layer is chosen by
+    :func:`~generator.models.tokens.token_cam_layer`: the deepest stage when its patch positions
+    receive gradient (average-pooled Swin or ViT), otherwise the input of the last attention (a
+    class-token-pooled ViT, whose last block's patch tokens get zero gradient). ``_default_layers``
+    cannot see this from the tree alone: a ViT's stages hold no convolution, and a Swin's only
+    convolution is the patch embedding, a poor CAM layer.
+    """
+    from generator.models.tokens import infer_token_layout, token_cam_layer
+
+    try:
+        layout = infer_token_layout(module, spec.input_size)
+        if layout is None:
+            return
+        spec.tokens = layout.to_json()
+        cam = None if keep_cam else token_cam_layer(module, layout, spec.input_size, spec.layers, _classifier(module))
+        if cam:
+            spec.cam_layer = cam
+    except Exception:  # noqa: BLE001 - any failure of the trace only means no layout is recorded
+        return
+
+
 def finish(module: nn.Module, spec: ModelSpec, request: ModelRequest) -> LoadedModel:
     """Apply the user's overrides to the spec, check them, and compute the weights digest (and
     the code digest, when the loader did not set one: the classes of the module tree)."""
@@ -184,6 +210,8 @@ def finish(module: nn.Module, spec: ModelSpec, request: ModelRequest) -> LoadedM
         setattr(spec, key, value)
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
         raise ValueError(f"model {request.id!r}: mean/std need {spec.channels} values (one per input channel)")
+    if "tokens" not in request.overrides:
+        _fill_token_layout(module, spec, keep_cam="cam_layer" in request.overrides)
     from generator.engine.layers import get_layer
 
     for layer in [*spec.layers, *(x for x in (spec.cam_layer, spec.embedding_layer) if x)]:
@@ -439,8 +467,8 @@ def _default_layers(module: nn.Module, count: int = _DEFAULT_STAGES) -> Tuple[Li
 
     The layers are the stages of :func:`_stage_members` (the classifier itself excluded),
     spread evenly with the deepest always kept. The CAM layer is the deepest of them that holds
-    a convolution, i.e. has a spatial (B,K,h,w) map; None for a transformer whose stages hold
-    none (a ViT's blocks output tokens).
+    a convolution other than a patch embedding, i.e. has a spatial (B,K,h,w) map; for a
+    transformer (patch embedding, stages without convolutions) see :func:`_token_cam_guess`.
     """
     classifier = _classifier(module)
     members = [(n, m) for n, m in _stage_members(module) if n != classifier]
@@ -449,9 +477,35 @@ def _default_layers(module: nn.Module, count: int = _DEFAULT_STAGES) -> Tuple[Li
     layers = [_stage_output(module, n, m, names) for n, m in picked]
     cam = None
     for layer, (_, m) in zip(layers, picked):
-        if any(_is(sub, _CONVS) for sub in m.modules()):
+        # A patch embedding (a convolution with stride = kernel, Swin's first stage) is no CAM
+        # layer: it sees one patch at a time and nothing of the class.
+        if any(_is(sub, _CONVS) and not _patchifies(sub) for sub in m.modules()):
             cam = layer
+    if cam is None and picked and any(_patchifies(sub) for sub in module.modules()):
+        cam = _token_cam_guess(module, layers[-1], picked[-1][1])
     return layers, cam
+
+
+def _patchifies(module: nn.Module) -> bool:
+    """A convolution cutting its input into non-overlapping patches (stride = kernel > 1)."""
+    stride, kernel = getattr(module, "stride", None), getattr(module, "kernel_size", None)
+    return _is(module, _CONVS) and stride is not None and tuple(stride) == tuple(kernel) and max(kernel) > 1
+
+
+def _token_cam_guess(module: nn.Module, last: str, member: nn.Module) -> str:
+    """The CAM layer of a transformer from its tree alone (:func:`_fill_token_layout` checks it
+    on a traced input). A model with a class token (a (1,k,C) parameter named like one) usually
+    reads only that token after its last block; the MLP and final norm after the last attention
+    work token by token, so the last block's patch tokens get zero gradient and Grad-CAM there
+    is empty: the input of the last block's attention, its first normalisation, is taken
+    instead. Without one (Swin, average pooling), the deepest stage output."""
+    has_class_token = any(p.dim() == 3 and p.shape[0] == 1 and "token" in n.rsplit(".", 1)[-1]
+                          for n, p in module.named_parameters())
+    if has_class_token:
+        norm = next((n for n, m in member.named_modules() if n and _is_leaf(m) and _is(m, _NORMS)), None)
+        if norm is not None:
+            return f"{last}.{norm}"
+    return last
 
 
 def _penultimate(module: nn.Module) -> Optional[str]:

@@ -47,6 +47,9 @@ class ModelSpec:
     code_digest: str = ""
     licence: str = ""
     extra: Dict[str, object] = field(default_factory=dict)
+    # The token grid of a vision transformer (generator.models.tokens.TokenLayout.to_json()),
+    # inferred from one traced input at load time; None for a CNN.
+    tokens: Optional[Dict[str, Any]] = None
 
     @property
     def channels(self) -> int:
@@ -76,7 +79,7 @@ class ModelSpec:
         raise ValueError(f"unknown class {target!r} for model {self.id!r}; close matches: {close}")
 
     def to_json(self) -> Dict[str, object]:
-        return {
+        data: Dict[str, object] = {
             "id": self.id,
             "source": self.source,
             "input_size": list(self.input_size),
@@ -94,6 +97,10 @@ class ModelSpec:
             "weights_digest": self.weights_digest,
             "licence": self.licence,
         }
+        # Only when there is one: a CNN's spec, and so every key derived from it, stays as it was.
+        if self.tokens is not None:
+            data["tokens"] = dict(self.tokens)
+        return data
 
 
 # ---------------------------------------------------------------------------------------------

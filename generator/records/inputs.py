@@ -70,6 +70,9 @@ class ModelSpecInfo(Part):
     weights: str
     weights_digest: str
     licence: str
+    # The token grid of a transformer, inferred from one traced input (models/tokens.py
+    # TokenLayout.to_json); absent for a CNN.
+    tokens: Optional[Dict[str, Any]] = None
 
 
 @register("model")

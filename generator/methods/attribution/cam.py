@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ...engine.batching import autocast_for, run_chunked
-from ...engine.hooks import hooks_removed_after
+from ...engine.hooks import forward_hook, hooks_removed_after
 from ...engine.layers import get_layer
+from ...models.tokens import to_spatial
 from .base import AttributionMethod, register
 from .modified import guided_backprop_gradients
 
@@ -20,7 +21,14 @@ def layer_activation_and_gradient(method: AttributionMethod, layer_name: str, x,
 
     Only the part of the network above the layer is differentiated: the input does not
     require grad and parameters are frozen, so the forward below the layer builds no graph.
+    A transformer's (B,N,C) tokens or (B,H,W,C) map become (B,C,h,w) through
+    :func:`~generator.models.tokens.to_spatial` with the spec's token layout (inferred from the
+    tensor's shape when the method has no spec); activations and gradients are mapped alike, so
+    the special tokens (class, registers) take no part. A channels-first map passes unchanged.
     """
+    layout = method.spec.tokens if method.spec is not None else None
+    # A spec that records no token grid (a CNN): its (B,K,h,w) maps are used exactly as before.
+    as_is = method.spec is not None and layout is None
     layer = get_layer(method.model, layer_name)
     acts, grads = [], []
     store: Dict[str, torch.Tensor] = {}
@@ -34,7 +42,7 @@ def layer_activation_and_gradient(method: AttributionMethod, layer_name: str, x,
         return out.clone() if not isinstance(output, (tuple, list)) else output
 
     with hooks_removed_after() as handles:
-        handles.append(layer.register_forward_hook(hook))
+        handles.append(forward_hook(layer, hook, what="class activation maps"))
 
         def chunk(a: int, b: int) -> None:
             with torch.enable_grad():
@@ -43,9 +51,11 @@ def layer_activation_and_gradient(method: AttributionMethod, layer_name: str, x,
                 sel = logits.float().gather(1, target[a:b].view(-1, 1)).sum()
                 act = store.pop("a")
                 (g,) = torch.autograd.grad(sel, act)
-            if act.dim() != 4:
-                raise ValueError(f"CAM layer {layer_name!r} gives shape {tuple(act.shape)}; "
-                                 "a (B,K,h,w) feature map is needed")
+            try:
+                if not (as_is and act.dim() == 4):
+                    act, g = to_spatial(act, layout, x.shape[-2:]), to_spatial(g, layout, x.shape[-2:])
+            except ValueError as exc:
+                raise ValueError(f"CAM layer {layer_name!r}: {exc}; a (B,K,h,w) feature map is needed") from None
             acts.append(act.detach().float())
             grads.append(g.float())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import torch
 
 from ...engine.batching import autocast_for, fast_layout, run_chunked, select_target
@@ -19,6 +21,13 @@ class Occlusion(AttributionMethod):
     Map: the per-pixel mean score drop (identical across channels; signed). ``window`` and
     ``stride`` are pixels (int) or fractions of the image height (float < 1), so one setting
     suits a 28 px and a 224 px model.
+
+    On a model with a token grid (``spec.tokens``: a ViT or Swin) and ``align='patch'`` (the
+    default), window and stride are one patch, whatever ``window`` and ``stride`` say: a window
+    straddling patches half-hides several tokens, which the model never sees in training, while
+    a whole patch replaced by the baseline is one token changed. The sizes used are returned in
+    the result's extras (``window_hw``, ``stride_hw``). A CNN, or ``align='none'``, uses the
+    given sizes.
     """
 
     name = "occlusion"
@@ -33,18 +42,22 @@ class Occlusion(AttributionMethod):
 
     def _attribute(self, x, target):
         B, C, H, W = x.shape
-        k, s = self.window_pixels(H), self.window_pixels(H, "stride")
+        kh, sh = self.window_pixels(H), self.window_pixels(H, "stride")
+        kw, sw = kh, sh
+        patch = self.patch_size()
+        if patch is not None:
+            (kh, kw), (sh, sw) = patch, patch
         base = self.make_baseline(x, self.params["baseline"])
-        ys = list(range(0, max(H - k, 0) + 1, s))
-        xs = list(range(0, max(W - k, 0) + 1, s))
+        ys = list(range(0, max(H - kh, 0) + 1, sh))
+        xs = list(range(0, max(W - kw, 0) + 1, sw))
         pos = torch.tensor([(y, xx) for y in ys for xx in xs], device=x.device)
         P = pos.shape[0]
         ar_h = torch.arange(H, device=x.device)
         ar_w = torch.arange(W, device=x.device)
 
         def windows(p: torch.Tensor) -> torch.Tensor:  # (n,H,W) bool
-            my = (ar_h.view(1, -1) >= p[:, :1]) & (ar_h.view(1, -1) < p[:, :1] + k)
-            mx = (ar_w.view(1, -1) >= p[:, 1:]) & (ar_w.view(1, -1) < p[:, 1:] + k)
+            my = (ar_h.view(1, -1) >= p[:, :1]) & (ar_h.view(1, -1) < p[:, :1] + kh)
+            mx = (ar_w.view(1, -1) >= p[:, 1:]) & (ar_w.view(1, -1) < p[:, 1:] + kw)
             return my.unsqueeze(2) & mx.unsqueeze(1)
 
         def score(inputs, tgt):
@@ -70,4 +83,12 @@ class Occlusion(AttributionMethod):
         run_chunked(P * B, self.max_batch, chunk)
         maps = total / count.clamp(min=1)
         raw = maps.unsqueeze(1).expand(B, C, H, W)
-        return self._result(maps, target, raw, windows=P)
+        return self._result(maps, target, raw, windows=P, window_hw=(kh, kw), stride_hw=(sh, sw))
+
+    def patch_size(self) -> Optional[Tuple[int, int]]:
+        """The (height, width) of the model's patches when windows align to them, else None."""
+        tokens = self.spec.tokens if self.spec is not None else None
+        if self.params.get("align", "none") != "patch" or not tokens:
+            return None
+        ph, pw = (int(v) for v in tokens["patch"])
+        return ph, pw

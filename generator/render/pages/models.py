@@ -7,15 +7,46 @@ fields of the config).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from generator.records import DatasetRecord, ModelRecord, PredictionsRecord, TrainingRecord
 from generator.render import images as img
 from generator.render.pages import PageBuilder, SiteContext, register_pages
+from generator.render.pages.capability import capability_page
 from generator.render.site import CARD_SECTIONS, merged_card
 from generator.render.text import slug
+
+
+def _size(pair: Any, unit: str = "") -> str:
+    a, b = (int(v) for v in pair)
+    return f"{a}{unit}" if a == b else f"{a} × {b}{unit}"
+
+
+def token_grid_text(tokens: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The inferred token layout of a spec (``TokenLayout.to_json()``) in words, or None for a
+    model without one, e.g. "Token grid: 14 × 14 patches of 16 px; special tokens: class,
+    4 register; layout (B, N, C); inferred from one traced 224 px input"."""
+    if not tokens:
+        return None
+    grid = [int(v) for v in tokens.get("grid", (0, 0))]
+    names = [str(n) for n in tokens.get("prefix_names", ())] or ["special"] * int(tokens.get("prefix", 0))
+    groups: List[List[Any]] = []  # consecutive runs: "class, 4 register"
+    for name in names:
+        if groups and groups[-1][0] == name:
+            groups[-1][1] += 1
+        else:
+            groups.append([name, 1])
+    special = ", ".join(name if count == 1 else f"{count} {name}" for name, count in groups) or "none"
+    layout = {"tokens": "(B, N, C)", "channels_last": "(B, H, W, C), channels last"}.get(
+        str(tokens.get("kind")), str(tokens.get("kind")))
+    traced = tokens.get("traced_hw")
+    text = (f"{grid[0]} × {grid[1]} patches of {_size(tokens.get('patch', (0, 0)), ' px')}; "
+            f"special tokens: {special}; layout {layout}")
+    if traced and all(int(v) for v in traced):
+        text += f"; inferred from one traced {_size(traced, ' px')} input"
+    return text
 
 
 def model_pages(site: SiteContext) -> List[Any]:
@@ -54,7 +85,8 @@ def model_pages(site: SiteContext) -> List[Any]:
         site.models[model_id] = {
             "id": model_id, "title": info.title or model_id, "page": page, "info": info,
             "card": merged_card(config, info.card), "training": training, "evaluations": evaluations,
-            "source": mc.source if mc else info.spec.source}
+            "source": mc.source if mc else info.spec.source,
+            "token_grid": token_grid_text(info.spec.tokens), "capabilities": capability_page(model_id)}
         writer.page(page, "model.md.j2", model=site.models[model_id], sections=CARD_SECTIONS)
     return [{m["title"]: m["page"]} for m in site.models.values()]
 
