@@ -146,8 +146,12 @@ class _LRPBase(AttributionMethod):
         more = ""
         if len(reasons) > 1:
             more = f" ({len(reasons) - 1} more calls without a rule; operations: {', '.join(ops)})"
+        hint = ""
+        if any(op.endswith(("layer_norm", "softmax", "scaled_dot_product_attention", "multi_head_attention_forward"))
+               for op in ops):
+            hint = "; lrp_transformer (AttnLRP) has rules for LayerNorm, softmax and attention"
         raise Unsupported(f"{self.name} is not defined for {type(self.model).__name__}: no LRP rule for "
-                          f"{reasons[0]}{more}")
+                          f"{reasons[0]}{more}{hint}")
 
     def _check_supported(self) -> None:
         """One forward pass of a random image of the spec's size with every rule attached:
