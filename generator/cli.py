@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 def _load(path: Optional[str]):
@@ -112,8 +112,64 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if (args.exit_code and diff.changed) else 0
 
 
+def _capability_table(found: List[Any]) -> str:
+    """Method rows x model columns of :func:`generator.capabilities.probe_capabilities`; each reason
+    once, as a numbered note under the table."""
+    from generator import catalogue
+    from generator.capabilities import RUNS
+
+    notes: List[str] = []
+
+    def cell(cap: Any) -> str:
+        if cap.status == RUNS or not cap.reason:
+            return cap.short()
+        if cap.reason not in notes:
+            notes.append(cap.reason)
+        return f"{cap.short()} [{notes.index(cap.reason) + 1}]"
+
+    methods = [e.name for e in catalogue.entries("attribution")]
+    columns: List[List[str]] = [["method", *methods]]
+    for m in found:
+        if m.error:
+            notes.append(f"{m.model} did not load: {m.error}")
+            column = [m.model] + [f"✗ model did not load [{len(notes)}]"] * len(methods)
+        else:
+            by_method = {c.method: c for c in m.cells}
+            column = [m.model] + [cell(by_method[name]) if name in by_method else "–" for name in methods]
+        columns.append(column)
+    widths = [max(len(v) for v in col) for col in columns]
+    lines = ["  ".join(col[row].ljust(w) for col, w in zip(columns, widths)).rstrip()
+             for row in range(len(methods) + 1)]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines += [f"input of {m.model}: {m.input}" for m in found if not m.error]
+    lines.append("figures from that one input at probe settings (steps <= 8, n_samples <= 4, occlusion windows "
+                 "without overlap); the run's pages show those of the configured settings")
+    lines += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
+    return "\n".join(lines)
+
+
+def cmd_list_capabilities(args: argparse.Namespace) -> int:
+    """``list methods --model report.yaml``: probe every attribution method on every model of the
+    report with one input. Exit 0 even where methods are not applicable or fail (that is the
+    answer); 1 when a model did not load (its column says why)."""
+    from generator.capabilities import probe_capabilities
+    from generator.preflight import check_config_paths
+
+    config = _load(args.model)
+    check_config_paths(config)  # as `modelcard check`: every name and path before a model loads
+    found = probe_capabilities(config)
+    print(_capability_table(found))
+    return 1 if any(m.error for m in found) else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
+    if args.model is not None:
+        if what != "methods":
+            print("error: --model works with `modelcard list methods` only", file=sys.stderr)
+            return 2
+        return cmd_list_capabilities(args)
     if what == "models":
         from generator.models.sources import EMBEDDED_MODELS, MODEL_SOURCES
 
@@ -179,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_diff)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["models", "datasets", "methods", "params"])
+    p.add_argument("--model", metavar="REPORT_YAML",
+                   help="with `methods`: load each model of this report and try every attribution method on one "
+                        "input (needs torch): runs with its axiom figure, or not applicable / failed with why")
     p.set_defaults(fn=cmd_list)
     return parser
 

@@ -3,15 +3,57 @@
 Every forward/backward hook the project installs goes through these context managers, so
 that an exception inside a method can never leave a hook behind: the user's model behaves
 exactly as before once the ``with`` block ends (tests check outputs are bit-identical).
+
+A TorchScript module runs its own interpreter and refuses hooks. :func:`forward_hook` (and
+:func:`capture_activations`, which uses it) raise :class:`~generator.capability.Unsupported`
+with one clear reason instead, before any hook is attached, so the run lists such work as not
+applicable rather than as a failure per unit; :func:`script_hook_refusal` turns torch's own
+refusal (raised by code that attaches hooks directly) into the same reason.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterator, List, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
+
+from generator.capability import Unsupported
+
+#: What needs hooks, named in the reason when the caller does not say more.
+HOOKED_WORK = ("the methods that read or change a layer's activations (CAM methods, feature visualisation, "
+               "Building Blocks, dataset examples, data embeddings)")
+
+
+def torchscript_reason(what: str = HOOKED_WORK) -> str:
+    """The one-line reason work that needs hooks is not applicable to a TorchScript module."""
+    return (f"hooks cannot be attached inside a TorchScript module; load the model from its Python code "
+            f"(a `python:` source) to get {what}")
+
+
+def refuse_script(module: nn.Module, what: str = HOOKED_WORK) -> None:
+    """Raise :class:`Unsupported` when ``module`` is (inside) TorchScript, where hooks cannot go."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise Unsupported(torchscript_reason(what))
+
+
+def forward_hook(module: nn.Module, hook: Callable[..., Any], *, what: str = HOOKED_WORK,
+                 **kwargs: Any) -> torch.utils.hooks.RemovableHandle:
+    """``module.register_forward_hook(hook, **kwargs)``, or :class:`Unsupported` on TorchScript."""
+    refuse_script(module, what)
+    return module.register_forward_hook(hook, **kwargs)
+
+
+def script_hook_refusal(exc: BaseException) -> Optional[Unsupported]:
+    """:class:`Unsupported` with :func:`torchscript_reason` when ``exc`` is torch refusing a hook
+    on a ScriptModule (``register_forward_hook is not supported on ScriptModules``), else None."""
+    if isinstance(exc, RuntimeError):
+        text = str(exc)
+        if text.startswith("register_") and "hook" in text.split(" ", 1)[0] \
+                and text.endswith(" is not supported on ScriptModules"):
+            return Unsupported(torchscript_reason())
+    return None
 
 
 @contextlib.contextmanager
@@ -43,7 +85,8 @@ def capture_activations(
     otherwise activations are detached. ``stop_after`` names layers after which the forward
     pass is cut short with :class:`StopForward` once all of them have produced output, so a
     method that needs only early layers does not pay for the whole network; call the model
-    through :func:`run_until_stopped` in that case.
+    through :func:`run_until_stopped` in that case. A TorchScript layer raises
+    :class:`Unsupported` before any hook is attached.
     """
     store: Dict[str, torch.Tensor] = {}
     pending = set(stop_after)
@@ -60,9 +103,11 @@ def capture_activations(
 
         return hook
 
+    for module in layers.values():
+        refuse_script(module)  # all checked first: nothing is attached when one layer refuses
     with hooks_removed_after() as handles:
         for name, module in layers.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
+            handles.append(forward_hook(module, make_hook(name)))
         yield store
 
 

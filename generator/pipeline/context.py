@@ -13,6 +13,7 @@ from generator.artifacts.store import Artifact, ArtifactStore
 from generator.capability import Unsupported
 from generator.config import ModelConfig, ReportConfig
 from generator.data.dataset import Dataset
+from generator.engine.hooks import script_hook_refusal
 from generator.models.sources import LoadedModel
 from generator.pipeline.progress import Progress
 
@@ -50,7 +51,9 @@ class RunContext:
 
     def fail(self, what: str, exc: BaseException) -> None:
         """Record a failure and carry on: one broken unit never stops the report. A method that
-        is not defined for the model (:class:`Unsupported`) is listed with its reason instead."""
+        is not defined for the model (:class:`Unsupported`) is listed with its reason instead;
+        so is torch refusing a hook on a TorchScript module, from code that attached it directly."""
+        exc = script_hook_refusal(exc) or exc
         if isinstance(exc, Unsupported):
             self.unsupported.append((what, str(exc)))
             return

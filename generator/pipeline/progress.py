@@ -42,6 +42,14 @@ class Progress:
             bar.close()
 
 
+def group_by_reason(entries: List[Tuple[str, str]]) -> List[Tuple[str, List[str]]]:
+    """(reason, parts) for ``(part, reason)`` pairs: each reason once, in order of first appearance."""
+    groups: Dict[str, List[str]] = {}
+    for what, why in entries:
+        groups.setdefault(why, []).append(what)
+    return list(groups.items())
+
+
 @dataclass
 class RunSummary:
     computed: List[str]
@@ -68,8 +76,12 @@ class RunSummary:
             lines.append(f"  {kind:<28} computed {c:>4}   reused {r:>4}")
         for what, why in self.skipped:
             lines.append(f"  skipped {what}: {why}")
-        for what, why in self.unsupported:
-            lines.append(f"  not applicable: {what}: {why}")
+        for why, parts in group_by_reason(self.unsupported):
+            if len(parts) == 1:
+                lines.append(f"  not applicable: {parts[0]}: {why}")
+            else:
+                lines.append(f"  not applicable ({len(parts)} parts): {why}")
+                lines.append(f"    {'; '.join(parts)}")
         for what, why in self.failed:
             lines.append(f"  FAILED {what}: {why}")
         lines.append(f"manifest: {self.manifest}")

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generator.engine.hooks import forward_hook
 from generator.engine.layers import get_layer
 
 __all__ = [
@@ -139,7 +140,7 @@ def _layer_io_and_grad(
         store["h"] = inputs[0].detach()
         store["o"] = output
 
-    handle = layer.register_forward_hook(hook)
+    handle = forward_hook(layer, hook)
     try:
         with torch.enable_grad():
             out = model(x)

@@ -29,7 +29,7 @@ from torch import nn
 
 from generator.artifacts.keys import input_digest
 from generator.config import ModelConfig
-from generator.engine.hooks import capture_activations, hooks_removed_after
+from generator.engine.hooks import capture_activations, forward_hook, hooks_removed_after
 from generator.engine.layers import get_layer
 from generator.engine.preprocess import batches, display_images
 from generator.pipeline.context import RunContext
@@ -162,7 +162,7 @@ def forward_pass(module: nn.Module, spec, pixels: np.ndarray, device: torch.devi
     module.eval()
     try:
         with hooks_removed_after() as handles, capture_activations(module, mods) as store:
-            handles.append(lin.register_forward_hook(
+            handles.append(forward_hook(lin,
                 lambda _m, i, o: lin_store.update(lin_in=i[0].detach(), lin_out=o.detach())))
             for sl in batches(len(pixels), batch_size):
                 logits = module(model_input(spec, pixels[sl], device))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -17,6 +18,7 @@ from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.units import Unit, unit_key
 
 KIND = "attribution"
+log = logging.getLogger(__name__)
 
 
 def resolve_outcome_targets(ctx: RunContext, mc: ModelConfig, dataset_id: str, x: torch.Tensor) -> torch.Tensor:
@@ -111,11 +113,11 @@ class JointAttribution:
             except Exception as exc:  # noqa: BLE001 - that method's unit reports it
                 self.errors[m] = exc
         torch.manual_seed(ctx.config.seed)
-        shared = ctx.guarded(f"attribution on {mc.id}/{dataset_id}",
-                             lambda: attribute_many(list(self.explainers.values()), x, targets))
-        if shared is not None:
-            self.results = shared
+        try:
+            self.results = attribute_many(list(self.explainers.values()), x, targets)
             return
+        except Exception:  # noqa: BLE001 - not a result of its own: the methods rerun alone and report
+            log.debug("shared attribution pass on %s/%s failed; each method alone", mc.id, dataset_id, exc_info=True)
         for m, explainer in self.explainers.items():  # one method broke the shared run: each alone
             torch.manual_seed(ctx.config.seed)
             try:
