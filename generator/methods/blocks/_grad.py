@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 import torch
 from torch import nn
 
-from generator.engine.hooks import capture_activations, hooks_removed_after, run_until_stopped
+from generator.engine.hooks import capture_activations, forward_hook, hooks_removed_after, run_until_stopped
 from generator.engine.layers import get_layer, model_device
 
 # readout(idx, shape) -> (len(idx), *shape): the weights V_i of objectives ``idx`` over the
@@ -97,7 +97,7 @@ def leaf_at(module: nn.Module) -> Iterator[Dict[str, torch.Tensor]]:
         return new
 
     with hooks_removed_after() as handles:
-        handles.append(module.register_forward_hook(hook))
+        handles.append(forward_hook(module, hook))
         yield store
 
 

@@ -4,18 +4,23 @@ Olah et al. 2018, "The Building Blocks of Interpretability" (Distill): a *semant
 dictionary* lists, for each spatial position of a layer, the channels that fire most there;
 an *activation grid* shows one feature visualisation per position, of the direction given by
 that position's activation vector, sized or faded by its magnitude.
+
+A vision transformer's token layer ((N, C) per image) is read on its patch grid: positions are
+patch tokens, and the special tokens in front (class, distillation, registers) are kept apart
+(``LayerActivations.prefix``): they are not places in the image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
 from generator.engine.hooks import capture_activations, run_until_stopped
 from generator.engine.layers import get_layer
+from generator.methods.featurevis.spatial import SpatialView
 
 from ._grad import as_batch, check_eval, full_fp32, model_device
 
@@ -23,11 +28,16 @@ from ._grad import as_batch, check_eval, full_fp32, model_device
 @dataclass
 class LayerActivations:
     """``act``: (C, H, W) activation of ``layer``; ``logits``: (num_classes,) or None when the
-    forward pass was cut short after the layer."""
+    forward pass was cut short after the layer. For a token layer, ``act`` covers the patch
+    tokens; ``prefix`` (P, C) holds the special tokens named in ``prefix_names`` (P = 0 for a CNN)
+    and ``tokens`` says how the layer was read ('' for a CNN)."""
 
     layer: str
     act: torch.Tensor
     logits: Optional[torch.Tensor] = None
+    prefix: Optional[torch.Tensor] = None
+    prefix_names: Tuple[str, ...] = ()
+    tokens: str = ""
 
     @property
     def grid_shape(self):
@@ -39,11 +49,14 @@ class LayerActivations:
         return self.act.reshape(c, -1).T
 
 
-def layer_activations(model: nn.Module, x: torch.Tensor, layer: str, *, with_logits: bool = True) -> LayerActivations:
+def layer_activations(model: nn.Module, x: torch.Tensor, layer: str, *, with_logits: bool = True,
+                      layout=None) -> LayerActivations:
     """Activation of ``layer`` for one image ((C,H,W) or (1,C,H,W), preprocessed).
 
-    Spatial layers give (C, H, W); a vector layer (C,) is treated as a 1 x 1 grid. With
-    ``with_logits=False`` the forward pass stops after the layer.
+    Spatial layers give (C, H, W); a vector layer (C,) is treated as a 1 x 1 grid; a token layer
+    (N, C) gives (C, h, w) over the patch grid (``layout``: the model's
+    :class:`~generator.models.tokens.TokenLayout`, inferred when None). With ``with_logits=False``
+    the forward pass stops after the layer.
     """
     check_eval(model)
     x = as_batch(x, model_device(model))
@@ -56,12 +69,17 @@ def layer_activations(model: nn.Module, x: torch.Tensor, layer: str, *, with_log
             logits = model(x)[0].float()
         else:
             run_until_stopped(model, x)
-    act = store[layer][0].float()
+    view = SpatialView(model, layout, tuple(x.shape[1:]))
+    raw = store[layer][:1]
+    hw = x.shape[-2:]
+    prefix = view.prefix_part(raw, hw)[0].float()
+    names, tokens = view.prefix_names(raw, hw), view.describe(raw, hw)
+    act = view(raw, hw)[0].float()
     if act.dim() == 1:
         act = act[:, None, None]
     if act.dim() != 3:
         raise ValueError(f"layer {layer!r} gives activations of shape {tuple(act.shape)}; expected (C, H, W) or (C,)")
-    return LayerActivations(layer=layer, act=act, logits=logits)
+    return LayerActivations(layer=layer, act=act, logits=logits, prefix=prefix, prefix_names=names, tokens=tokens)
 
 
 @dataclass

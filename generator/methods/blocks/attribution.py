@@ -6,17 +6,41 @@ positions and channels it is the first-order Taylor estimate of ``f(a) - f(0)``,
 that difference when ``f`` is affine in ``a`` (a layer followed only by pooling and a linear
 classifier, say). Summing over channels gives *spatial* attribution (a map per class), summing
 over positions gives *channel* attribution (a bar per channel).
+
+Vision transformers. A token layer's positions are its patch tokens (the layer is read on the
+patch grid, :mod:`generator.methods.featurevis.spatial`); the special tokens in front (class,
+distillation, registers) are not places in the image, so their activation x gradient is kept
+apart as ``prefix`` (per class and token). ``total`` is still the whole layer's sum:
+``spatial.sum() + prefix.sum() == total``. With a class-token head, a late layer's attribution
+lies mostly in ``prefix``: the logits read the class token, and patch tokens reach it only
+through the attention of the blocks above.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from generator.methods.featurevis.spatial import SpatialView
+
 from ._grad import layer_gradients, model_device
+
+
+def split_layer(
+    view: SpatialView, act: torch.Tensor, grads: torch.Tensor, hw: Sequence[int]
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's raw activation (layer layout) and n gradients -> spatial act (C, H, W), spatial
+    gradients (n, C, H, W) and the special tokens' activation x gradient (n, P)."""
+    raw = act.float().unsqueeze(0)
+    grads = grads.float()
+    prefix = (view.prefix_part(raw, hw) * view.prefix_part(grads, hw)).sum(-1)
+    act_s, grads_s = view(raw, hw)[0], view(grads, hw)
+    if act_s.dim() == 1:  # a vector layer is a 1 x 1 grid
+        act_s, grads_s = act_s[:, None, None], grads_s[:, :, None, None]
+    return act_s, grads_s, prefix
 
 
 @dataclass
@@ -24,7 +48,8 @@ class ClassAttribution:
     """Activation x gradient of one layer with respect to the logits of ``classes``.
 
     ``act``: (C, H, W); ``grads``: (K, C, H, W), K = len(classes); ``logits``: (K,) the logits of
-    ``classes`` at this image. Derived views are properties.
+    ``classes`` at this image; ``prefix``: (K, P) activation x gradient of the special tokens of a
+    token layer, named in ``prefix_names`` (P = 0 for a CNN). Derived views are properties.
     """
 
     layer: str
@@ -32,6 +57,8 @@ class ClassAttribution:
     act: torch.Tensor
     grads: torch.Tensor
     logits: torch.Tensor
+    prefix: Optional[torch.Tensor] = None
+    prefix_names: Tuple[str, ...] = ()
 
     @property
     def attr(self) -> torch.Tensor:
@@ -49,9 +76,22 @@ class ClassAttribution:
         return self.attr.sum((2, 3))
 
     @property
-    def total(self) -> torch.Tensor:
-        """(K,): the linear approximation of logit(a) - logit(0)."""
+    def spatial_total(self) -> torch.Tensor:
+        """(K,): the sum of the spatial map (every position of the grid, every channel)."""
         return self.attr.sum((1, 2, 3))
+
+    @property
+    def prefix_total(self) -> torch.Tensor:
+        """(K,): what the special tokens carry (zero for a CNN)."""
+        if self.prefix is None:
+            return torch.zeros_like(self.logits)
+        return self.prefix.sum(1)
+
+    @property
+    def total(self) -> torch.Tensor:
+        """(K,): the linear approximation of logit(a) - logit(0), over the whole layer
+        (``spatial_total + prefix_total``)."""
+        return self.spatial_total + self.prefix_total
 
     def row(self, cls: int) -> int:
         try:
@@ -67,8 +107,12 @@ def class_attribution(
     classes: Sequence[int],
     *,
     batch_size: int = 64,
+    layout=None,
 ) -> ClassAttribution:
-    """Activation x gradient of ``layer`` for the logits of ``classes`` (one image)."""
+    """Activation x gradient of ``layer`` for the logits of ``classes`` (one image).
+
+    ``layout``: the model's :class:`~generator.models.tokens.TokenLayout` (inferred when None
+    and the layer outputs tokens)."""
     classes = [int(c) for c in classes]
     if not classes:
         raise ValueError("no classes to attribute")
@@ -80,10 +124,10 @@ def class_attribution(
         return torch.nn.functional.one_hot(cls_t[idx], shape[0]).float()
 
     lg = layer_gradients(model, x, layer, readout, len(classes), batch_size=batch_size)
-    act, grads = lg.act.float(), lg.grads.float()
-    if act.dim() == 1:  # a vector layer is a 1 x 1 grid
-        act, grads = act[:, None, None], grads[:, :, None, None]
-    return ClassAttribution(layer=layer, classes=classes, act=act, grads=grads, logits=lg.values.float())
+    view, hw = SpatialView(model, layout, tuple(x.shape[-3:])), x.shape[-2:]
+    act, grads, prefix = split_layer(view, lg.act, lg.grads, hw)
+    return ClassAttribution(layer=layer, classes=classes, act=act, grads=grads, logits=lg.values.float(),
+                            prefix=prefix, prefix_names=view.prefix_names(lg.act.unsqueeze(0), hw))
 
 
 @dataclass
@@ -154,7 +198,8 @@ class LayerToLayer:
     ``attr``: (Q, C_l, H_l, W_l), activation x gradient of objective q; ``values``: (Q,) the
     objectives; ``spatial``: (Q, H_l, W_l) summed over channels. With ``target="positions"``
     Q = H_u * W_u (upper positions, row-major) and ``upper_shape`` = (H_u, W_u); with
-    ``target="total"`` Q = 1.
+    ``target="total"`` Q = 1. ``prefix`` (Q, P): what the lower layer's special tokens carry
+    (P = 0 for a CNN); positions are patch tokens on both sides.
     """
 
     lower: str
@@ -164,6 +209,7 @@ class LayerToLayer:
     attr: torch.Tensor
     values: torch.Tensor
     upper_shape: tuple
+    prefix: Optional[torch.Tensor] = None
 
     @property
     def spatial(self) -> torch.Tensor:
@@ -184,6 +230,7 @@ def layer_to_layer(
     direction: Optional[torch.Tensor] = None,
     positions: Optional[Sequence[int]] = None,
     batch_size: int = 64,
+    layout=None,
 ) -> LayerToLayer:
     """Spatial attribution of ``lower``'s positions to ``upper``'s activation.
 
@@ -202,7 +249,8 @@ def layer_to_layer(
     # The upper layer's grid: one cheap forward, cut short at the upper layer.
     from .activations import layer_activations
 
-    up_act = layer_activations(model, x, upper, with_logits=False).act  # (C_u, H_u, W_u)
+    view, hw = SpatialView(model, layout, tuple(x.shape[-3:])), x.shape[-2:]
+    up_act = layer_activations(model, x, upper, with_logits=False, layout=layout).act  # (C_u, H_u, W_u)
     c_u, h_u, w_u = up_act.shape
     upper_shape = (h_u, w_u)
     if d is not None and d.shape != (c_u,):
@@ -221,14 +269,13 @@ def layer_to_layer(
             spatial = torch.ones(len(idx), h_u * w_u, device=device)
         else:
             spatial = torch.nn.functional.one_hot(qs[idx], h_u * w_u).float()
-        V = torch.einsum("bp,c->bcp", spatial, per_channel)
-        return V.reshape(len(idx), *shape)  # a vector upper layer (C_u,) is a 1 x 1 grid
+        V = torch.einsum("bp,c->bcp", spatial, per_channel).reshape(len(idx), c_u, h_u, w_u)
+        # back into the upper layer's own layout (a vector upper layer (C_u,) is a 1 x 1 grid)
+        return view.adjoint(V, shape, hw)
 
     lg = layer_gradients(model, x, lower, readout, n, upper_layer=upper, batch_size=batch_size)
-    act, grads = lg.act.float(), lg.grads.float()
-    if act.dim() == 1:
-        act, grads = act[:, None, None], grads[:, :, None, None]
+    act, grads, prefix = split_layer(view, lg.act, lg.grads, hw)
     return LayerToLayer(
         lower=lower, upper=upper, target=target, act=act, attr=act.unsqueeze(0) * grads,
-        values=lg.values.float(), upper_shape=upper_shape,
+        values=lg.values.float(), upper_shape=upper_shape, prefix=prefix,
     )

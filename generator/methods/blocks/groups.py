@@ -19,18 +19,24 @@ attribution to an objective ``f`` is the activation x gradient of that part,
 ``sum_{p,c} a_g[c, p] * df/da[c, p]``. The groups' attributions plus the attribution of the
 residual ``a - sum_g a_g`` add up exactly to the layer's total activation x gradient, so
 nothing is hidden: the residual is reported next to the groups.
+
+Vision transformers: the factorised matrix is (patch tokens x channels); the special tokens
+(class, distillation, registers) are not places in the image and are not factorised. What they
+carry is reported apart (``prefix``), so groups + residual + prefix == total still holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
 
+from generator.methods.featurevis.spatial import SpatialView
+
 from ._grad import layer_gradients
-from .attribution import ClassAttribution, rank_channels
+from .attribution import ClassAttribution, rank_channels, split_layer
 from .nmf import nmf
 
 
@@ -116,13 +122,15 @@ def _project(groups: NeuronGroups, grads: torch.Tensor) -> torch.Tensor:
 @dataclass
 class GroupAttribution:
     """Attribution of each group to each class: ``attr`` (K, k); ``spatial`` (K, k, H, W) its map;
-    ``residual`` (K,): the part of the total activation x gradient not carried by the groups
-    (``attr.sum(1) + residual`` equals the total exactly)."""
+    ``residual`` (K,): the part of the grid's activation x gradient not carried by the groups;
+    ``prefix`` (K,): what a token layer's special tokens carry (zero for a CNN). ``attr.sum(1) +
+    residual + prefix`` equals the class attribution's total exactly."""
 
     classes: List[int]
     attr: torch.Tensor
     spatial: torch.Tensor
     residual: torch.Tensor
+    prefix: Optional[torch.Tensor] = None
 
 
 def group_attribution(groups: NeuronGroups, ca: ClassAttribution) -> GroupAttribution:
@@ -130,7 +138,8 @@ def group_attribution(groups: NeuronGroups, ca: ClassAttribution) -> GroupAttrib
         raise ValueError("groups and class attribution come from layers of different shapes")
     spatial = _project(groups, ca.grads)
     attr = spatial.sum((2, 3))
-    return GroupAttribution(classes=list(ca.classes), attr=attr, spatial=spatial, residual=ca.total - attr.sum(1))
+    return GroupAttribution(classes=list(ca.classes), attr=attr, spatial=spatial,
+                            residual=ca.spatial_total - attr.sum(1), prefix=ca.prefix_total)
 
 
 @dataclass
@@ -141,8 +150,9 @@ class GroupFlow:
     ``f_h(a_u) = sum_q m_h[q] * (d_h . a_u[:, q])`` with ``d_h`` the unit direction and ``m_h``
     the spatial factor scaled to a maximum of 1. ``flow[g, h]`` (k1 x k2) is the activation x
     gradient of lower group g's part of the lower activation with respect to ``f_h``;
-    ``residual`` (k2,) the part not carried by the lower groups; ``total`` (k2,) the whole
-    activation x gradient (``flow.sum(0) + residual == total``); ``values`` (k2,) ``f_h`` itself.
+    ``residual`` (k2,) the part of the lower grid not carried by the lower groups; ``prefix`` (k2,)
+    what the lower layer's special tokens carry (zero for a CNN); ``total`` (k2,) the whole
+    activation x gradient (``flow.sum(0) + residual + prefix == total``); ``values`` (k2,) ``f_h``.
     """
 
     lower: str
@@ -151,15 +161,19 @@ class GroupFlow:
     residual: torch.Tensor
     total: torch.Tensor
     values: torch.Tensor
+    prefix: Optional[torch.Tensor] = None
 
 
-def upper_group_readout(upper: NeuronGroups):
-    """The objective ``f_h`` of each upper group (see :class:`GroupFlow`), for ``layer_gradients``."""
+def upper_group_readout(upper: NeuronGroups, view: Optional[SpatialView] = None, input_hw=None):
+    """The objective ``f_h`` of each upper group (see :class:`GroupFlow`), for ``layer_gradients``;
+    with ``view``, placed back into a token layer's own layout (zero on special tokens)."""
     d = upper.unit_directions()
     m = upper.spatial / upper.spatial.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
 
     def readout(idx: torch.Tensor, shape: tuple) -> torch.Tensor:
         V = torch.einsum("bc,bhw->bchw", d.to(idx.device)[idx], m.to(idx.device)[idx])
+        if view is not None:
+            return view.adjoint(V, shape, input_hw)
         return V.reshape(len(idx), *shape)  # a vector upper layer (C_u,) is a 1 x 1 grid
 
     return readout
@@ -172,18 +186,19 @@ def group_flow(
     upper: NeuronGroups,
     *,
     batch_size: int = 64,
+    layout=None,
 ) -> GroupFlow:
     """k1 x k2 flow matrix from ``lower``'s groups to ``upper``'s (a Sankey diagram's links)."""
     if not lower.layer or not upper.layer:
         raise ValueError("both neuron groups need their layer name (neuron_groups(..., layer=...))")
-    lg = layer_gradients(model, x, lower.layer, upper_group_readout(upper), upper.k, upper_layer=upper.layer,
-                         batch_size=batch_size)
-    act, grads = lg.act.float(), lg.grads.float()
-    if act.dim() == 1:
-        act, grads = act[:, None, None], grads[:, :, None, None]
+    view, hw = SpatialView(model, layout, tuple(x.shape[-3:])), x.shape[-2:]
+    lg = layer_gradients(model, x, lower.layer, upper_group_readout(upper, view, hw), upper.k,
+                         upper_layer=upper.layer, batch_size=batch_size)
+    act, grads, prefix = split_layer(view, lg.act, lg.grads, hw)
     flow = _project(lower, grads).sum((2, 3)).T  # (k1, k2)
-    total = (act.unsqueeze(0) * grads).sum((1, 2, 3))
+    grid = (act.unsqueeze(0) * grads).sum((1, 2, 3))
+    pre = prefix.sum(1)
     return GroupFlow(
-        lower=lower.layer, upper=upper.layer, flow=flow, residual=total - flow.sum(0), total=total,
-        values=lg.values.float()
+        lower=lower.layer, upper=upper.layer, flow=flow, residual=grid - flow.sum(0), total=grid + pre,
+        values=lg.values.float(), prefix=pre,
     )

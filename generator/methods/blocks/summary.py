@@ -7,6 +7,10 @@ layer, layer-to-layer spatial attribution and the group flow between the two lay
 :func:`summary_json` turns the result into plain lists, dicts, ints, floats and strings for the
 page's JavaScript (hover legends); the tensors stay on the result for the feature
 visualisation icons (cell directions, group directions, channel indices).
+
+A vision transformer's token layer works the same way on its patch grid: cells are patch
+tokens; the class token (and other special tokens) is not a place in the image, so it has no
+cell, and what it carries of each class's attribution is listed apart (``tokens`` in the JSON).
 """
 
 from __future__ import annotations
@@ -72,14 +76,17 @@ def building_blocks(
     n_groups_upper: Optional[int] = None,
     seed: int = 0,
     batch_size: int = 64,
+    layout=None,
 ) -> BuildingBlocks:
     """Every Building Blocks view of one image (preprocessed, (C,H,W) or (1,C,H,W)) at ``layer``.
 
     ``classes`` are attributed in addition to the ``top_k`` predictions. With ``upper_layer``
     (deeper than ``layer``) also the layer-to-layer attribution (one map of ``layer`` per
     position of ``upper_layer``) and the group flow from ``layer``'s groups to the upper ones.
+    ``layout``: the model's :class:`~generator.models.tokens.TokenLayout` (a vision transformer;
+    inferred when None and a layer outputs tokens).
     """
-    acts = layer_activations(model, x, layer)
+    acts = layer_activations(model, x, layer, layout=layout)
     assert acts.logits is not None
     logits = acts.logits
     if logits.dim() != 1:
@@ -87,7 +94,7 @@ def building_blocks(
     probs = torch.softmax(logits, 0)
     top = torch.sort(logits, descending=True, stable=True).indices[: min(top_k, logits.numel())].tolist()
     attributed = list(top) + [int(c) for c in classes if int(c) not in top]
-    ca = class_attribution(model, x, layer, attributed, batch_size=batch_size)
+    ca = class_attribution(model, x, layer, attributed, batch_size=batch_size, layout=layout)
     groups = neuron_groups(acts.act, min(n_groups, *acts.act.shape[:1], acts.act[0].numel()), layer=layer,
                            mode=group_mode, seed=seed)
     bb = BuildingBlocks(
@@ -105,11 +112,12 @@ def building_blocks(
     )
     if upper_layer is not None:
         bb.upper_layer = upper_layer
-        bb.layer_to_layer = layer_to_layer(model, x, layer, upper_layer, target="positions", batch_size=batch_size)
-        up = layer_activations(model, x, upper_layer, with_logits=False).act
+        bb.layer_to_layer = layer_to_layer(model, x, layer, upper_layer, target="positions", batch_size=batch_size,
+                                           layout=layout)
+        up = layer_activations(model, x, upper_layer, with_logits=False, layout=layout).act
         k2 = min(n_groups_upper or n_groups, up.shape[0], up[0].numel())
         bb.upper_groups = neuron_groups(up, k2, layer=upper_layer, mode=group_mode, seed=seed)
-        bb.flow = group_flow(model, x, groups, bb.upper_groups, batch_size=batch_size)
+        bb.flow = group_flow(model, x, groups, bb.upper_groups, batch_size=batch_size, layout=layout)
     return bb
 
 
@@ -204,6 +212,23 @@ def summary_json(
         "group_error": _r(g.relative_error, digits),
         "group_residual": [[int(c), _r(ga.residual[k], digits)] for k, c in enumerate(ca.classes)],
     }
+    if bb.activations.tokens:
+        # The grid is the patch tokens; the special tokens' share of each class's total.
+        names = list(ca.prefix_names)
+        prefix = ca.prefix if ca.prefix is not None else torch.zeros(len(ca.classes), 0)
+        out["tokens"] = {
+            "layout": bb.activations.tokens,
+            "prefix_names": names,
+            "note": "cells are patch tokens; " + (
+                f"the {', '.join(names)} token{'s' if len(names) > 1 else ''} {'are' if len(names) > 1 else 'is'} "
+                "not a place in the image: no cell, no group; its share of each class's total is listed here"
+                if names else "this layer has no special tokens"),
+            "attribution": [
+                {"class": int(c), "grid": _r(ca.spatial_total[k], digits), "prefix": _r(ca.prefix_total[k], digits),
+                 "per_token": [[n, _r(v, digits)] for n, v in zip(names, prefix[k].tolist())]}
+                for k, c in enumerate(ca.classes)
+            ],
+        }
     if bb.competing is not None:
         cc = bb.competing
         out["competing"] = {"a": cc.a, "b": cc.b, "for_a": _pairs(cc.for_a, digits), "for_b": _pairs(cc.for_b, digits)}

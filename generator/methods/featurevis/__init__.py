@@ -11,6 +11,9 @@ Public API (compute only; pages are built elsewhere):
   ``class_visualisations``, ``deepdream``, ``top_activating`` (dataset examples),
   ``filter_grid``, ``default_layers``; ``deconv_projection`` (Zeiler & Fergus 2014)
 * profiles: ``quick`` (CPU) and ``full`` (GPU)
+* any architecture: :class:`SpatialView` reads a vision transformer's token outputs as maps over
+  the patch grid (``channel``: averaged over the patch tokens; ``neuron``: the centre patch);
+  :func:`fit_size` renders a model that refuses the asked size at its own input size
 """
 
 from . import objectives
@@ -22,11 +25,14 @@ from .helpers import (
     deepdream,
     default_layers,
     diversity_set,
+    dream_octaves,
     filter_grid,
     first_conv,
     layer_channels,
     negative_gallery,
+    octave_sizes,
     spread_channels,
+    token_layers,
     top_activating,
 )
 from .objectives import (
@@ -44,6 +50,8 @@ from .objectives import (
 from .param import FFTParam, ImageParam, Normalizer, PixelParam, PyramidParam, make_param
 from .profiles import PROFILES, Profile, get_profile
 from .render import RenderResult, evaluate, frozen_model, image_seeds, redirected_relu, render
+from .sizes import SizeFit, fit_size, refusal
+from .spatial import SpatialView, spec_layout
 from .transforms import (
     TransformSchedule,
     apply_affine,
@@ -67,6 +75,8 @@ __all__ = [
     "Profile",
     "PyramidParam",
     "RenderResult",
+    "SizeFit",
+    "SpatialView",
     "TransformSchedule",
     "apply_affine",
     "channel",
@@ -79,8 +89,10 @@ __all__ = [
     "direction",
     "diversity",
     "diversity_set",
+    "dream_octaves",
     "evaluate",
     "filter_grid",
+    "fit_size",
     "first_conv",
     "frozen_model",
     "get_profile",
@@ -93,15 +105,19 @@ __all__ = [
     "negative_gallery",
     "neuron",
     "objectives",
+    "octave_sizes",
     "pad",
     "projection_image",
     "random_rotate",
     "random_scale",
     "redirected_relu",
+    "refusal",
     "render",
     "resolve_transforms",
+    "spec_layout",
     "spread_channels",
     "stack",
     "standard_transforms",
+    "token_layers",
     "top_activating",
 ]

@@ -24,6 +24,7 @@ from generator.engine.layers import get_layer
 from generator.engine.rules import RELU_LIKE, DeconvnetRule, rules_applied, rules_by_type
 
 from .render import frozen_model, model_device
+from .spatial import SpatialView
 
 
 def deconv_projection(
@@ -34,6 +35,7 @@ def deconv_projection(
     positions: Sequence[Sequence[int]],
     *,
     max_batch: int = 32,
+    layout=None,
 ) -> np.ndarray:
     """Project ``channels[i]``'s activation at ``positions[i]`` (y, x) on ``inputs[i]`` back to
     the input; returns (N, H, W, C) float32, signed (the model input's space).
@@ -44,6 +46,11 @@ def deconv_projection(
     pass stops at ``layer``. Chunks bound the memory: a whole layer's units at 224 px in one
     batch kept tens of GB of autograd graph alive (every channel of EfficientNet-Lite0's
     ``blocks.6`` is 320 projections).
+
+    A token layer (vision transformer) is read on its patch grid: ``positions`` are patch rows
+    and columns. Without ReLUs (a transformer's GELUs are not rectified) the projection is the
+    plain gradient of the unit at that token. ``layout``: the model's token layout (inferred
+    when a token output appears and none is given).
     """
     dev = model_device(model)
     n = inputs.shape[0]
@@ -53,6 +60,7 @@ def deconv_projection(
     ys = torch.as_tensor([int(p[0]) for p in positions], device=dev)
     xs = torch.as_tensor([int(p[1]) for p in positions], device=dev)
     out = np.empty((n, inputs.shape[2], inputs.shape[3], inputs.shape[1]), np.float32)
+    view = SpatialView(model, layout, tuple(inputs.shape[1:]))
     with frozen_model(model), rules_applied(model, rules_by_type(model, [(RELU_LIKE, DeconvnetRule())])), \
             capture_activations(model, {layer: get_layer(model, layer)}, keep_graph=True, stop_after=[layer]) as store:
 
@@ -60,7 +68,7 @@ def deconv_projection(
             x = inputs[a:b].to(dev, torch.float32).clone().requires_grad_(True)
             store.clear()
             run_until_stopped(model, x)
-            act = store.pop(layer)
+            act = view(store.pop(layer), x.shape[-2:])
             if act.dim() == 2:
                 act = act[:, :, None, None]
             selected = act[torch.arange(b - a, device=dev), ch[a:b], ys[a:b], xs[a:b]]

@@ -14,20 +14,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generator.engine.hooks import capture_activations, run_until_stopped
+from generator.engine.hooks import capture_activations, refuse_script, run_until_stopped
 from generator.engine.layers import get_layer
 
 from . import objectives as obj
 from .param import Normalizer
 from .profiles import Profile, get_profile
 from .render import RenderResult, frozen_model, model_device, render, resolve_precision
+from .sizes import refusal
+from .spatial import SpatialView
 
 # ---------------------------------------------------------------------------------------
 # layers
 
 
 def layer_channels(model: nn.Module, spec, layer: str, device=None) -> int:
-    """Number of channels of ``layer``'s output (one small forward pass that stops there)."""
+    """Number of channels of ``layer``'s output (one small forward pass that stops there); for
+    a token layer (B, N, C) of a vision transformer, C (the units per token)."""
     dev = torch.device(device) if device is not None else model_device(model)
     c, h, w = spec.input_size
     x = torch.zeros(1, c, h, w, device=dev)
@@ -35,11 +38,42 @@ def layer_channels(model: nn.Module, spec, layer: str, device=None) -> int:
         model, {layer: get_layer(model, layer)}, stop_after=[layer]
     ) as store:
         run_until_stopped(model, x)
-    return int(store[layer].shape[1])
+    return int(SpatialView.for_spec(model, spec)(store[layer], (h, w)).shape[1])
+
+
+def token_layers(model: nn.Module, spec, layers: Sequence[str], device=None) -> Dict[str, str]:
+    """layer -> how its token output is read (see :mod:`.spatial`), for the layers of ``layers``
+    whose outputs are token sequences (a vision transformer's); one forward pass at the spec's
+    input size that stops after the deepest of them. {} for a CNN."""
+    names = sorted(set(layers))
+    if not names:
+        return {}
+    dev = torch.device(device) if device is not None else model_device(model)
+    c, h, w = spec.input_size
+    view = SpatialView.for_spec(model, spec)
+    modules = {n: get_layer(model, n) for n in names}
+    with frozen_model(model), torch.no_grad(), capture_activations(model, modules, stop_after=names) as store:
+        run_until_stopped(model, torch.zeros(1, c, h, w, device=dev))
+    notes = {n: view.describe(t, (h, w)) for n, t in store.items()}
+    return {n: note for n, note in sorted(notes.items()) if note}
 
 
 def _has_conv(m: nn.Module) -> bool:
     return any(isinstance(x, nn.Conv2d) for x in m.modules())
+
+
+def _repeated_blocks(model: nn.Module) -> List[str]:
+    """The children of the shallowest ``ModuleList``/``Sequential`` made of two or more non-leaf
+    modules of one type (a transformer's blocks or stages), breadth first; [] if none."""
+    queue = [("", model)]
+    while queue:
+        prefix, node = queue.pop(0)
+        kids = list(node.named_children())
+        if (isinstance(node, (nn.ModuleList, nn.Sequential)) and len(kids) >= 2
+                and len({type(m) for _, m in kids}) == 1 and not _is_leaf(kids[0][1])):
+            return [prefix + n for n, _ in kids]
+        queue.extend((prefix + n + ".", m) for n, m in kids)
+    return []
 
 
 def _is_leaf(m: nn.Module) -> bool:
@@ -58,8 +92,10 @@ def default_layers(model: nn.Module, max_layers: Optional[int] = None) -> List[s
     and its conv-containing children are the stages (ResNet: ``layer1..4``; timm
     EfficientNet: ``blocks.0..6``). A network of leaf layers only (a plain ``Sequential``
     CNN) yields each convolution's activation output (the activation module right after it
-    among its siblings, else the convolution itself). ``max_layers`` keeps an even spread
-    that always includes the deepest.
+    among its siblings, else the convolution itself). A model where this finds fewer than two
+    layers (a vision transformer: one convolution, the patch embedding) yields its repeated
+    blocks instead (timm ViT: ``blocks.0..11``; Swin: ``layers.0..3``), when it has any.
+    ``max_layers`` keeps an even spread that always includes the deepest.
     """
     prefix, node = "", model
     names: List[str] = []
@@ -86,6 +122,8 @@ def default_layers(model: nn.Module, max_layers: Optional[int] = None) -> List[s
                     break
             names.append(prefix + chosen)
         break
+    if len(names) < 2:
+        names = _repeated_blocks(model) or names
     if max_layers is not None and len(names) > max_layers:
         picks = np.unique(np.round(np.linspace(0, len(names) - 1, max_layers)).astype(int))
         names = [names[i] for i in picks]
@@ -169,7 +207,7 @@ def _activation_scale(model: nn.Module, spec, layer: str) -> float:
     x = Normalizer.from_spec(spec, dev)(pixels)
     with frozen_model(model), capture_activations(model, {layer: get_layer(model, layer)}, stop_after=[layer]) as st:
         run_until_stopped(model, x)
-    act = st[layer].float()
+    act = SpatialView.for_spec(model, spec)(st[layer], (h, w)).float()
     per_channel = act.reshape(act.shape[0], act.shape[1], -1).mean(dim=2).abs()
     return float(per_channel.mean().clamp_min(1e-3))
 
@@ -202,6 +240,24 @@ def _to_nchw(photos: "np.ndarray | torch.Tensor", channels: int) -> torch.Tensor
     return x.contiguous()
 
 
+def octave_sizes(hw: Tuple[int, int], octaves: int, octave_scale: float = 1.4) -> List[Tuple[int, int]]:
+    """DeepDream's octave sizes, smallest first, the last one ``hw`` itself."""
+    h, w = hw
+    out = []
+    for o in range(octaves):
+        s = octave_scale ** (o - octaves + 1)
+        out.append((max(8, round(h * s)), max(8, round(w * s))))
+    return out
+
+
+def dream_octaves(model: nn.Module, spec, hw: Tuple[int, int], octaves: int, layers: Sequence[str],
+                  octave_scale: float = 1.4, device=None) -> int:
+    """How many of :func:`deepdream`'s octaves run at ``hw``: those at sizes the model accepts
+    (up to ``layers``), the full size always (checked once per size, cached)."""
+    sizes = octave_sizes(hw, octaves, octave_scale)
+    return 1 + sum(refusal(model, spec.channels, s, layers, device) is None for s in sizes[:-1])
+
+
 def deepdream(
     model: nn.Module,
     spec,
@@ -224,12 +280,16 @@ def deepdream(
     the gradient normalised per image, a random shift (jitter) per step, and octaves: the
     photo is processed from a small to its full size, carrying the added detail up.
     Returns layer -> (N, H, W, C) in [0, 1]. All photos go through one batch per layer.
+    A token layer (vision transformer) is dreamed over its patch tokens. Octaves at a size the
+    model refuses (a fixed-size vision transformer accepts only its own) are skipped: such a
+    model dreams at its one size only.
     """
     dev = torch.device(device) if device is not None else model_device(model)
     amp = resolve_precision(precision, dev)
     base = _to_nchw(photos, spec.channels).to(dev)
     n, _, h, w = base.shape
     normalize = Normalizer.from_spec(spec, dev)
+    view = SpatialView.for_spec(model, spec)
     rng = np.random.default_rng(seed)
     out: Dict[str, np.ndarray] = {}
     for name in layers:
@@ -238,9 +298,10 @@ def deepdream(
             model, {name: get_layer(model, name)}, keep_graph=True, stop_after=[name]
         ) as store:
             detail = torch.zeros_like(base)
-            for o in range(octaves):
-                s = octave_scale ** (o - octaves + 1)
-                oh, ow = max(8, round(h * s)), max(8, round(w * s))
+            sizes = octave_sizes((h, w), octaves, octave_scale)
+            for o, (oh, ow) in enumerate(sizes):
+                if o < len(sizes) - 1 and refusal(model, spec.channels, (oh, ow), [name], dev) is not None:
+                    continue
                 octave_base = F.interpolate(base, size=(oh, ow), mode="bilinear", align_corners=False)
                 detail = F.interpolate(detail, size=(oh, ow), mode="bilinear", align_corners=False)
                 img = (octave_base + detail).clamp(0, 1)
@@ -251,7 +312,8 @@ def deepdream(
                     store.clear()
                     with ctx:
                         run_until_stopped(model, normalize(shifted))
-                    value = objective(dict(store)).float().sum()
+                    acts = {k: view(t, (oh, ow)) for k, t in store.items()}
+                    value = objective(acts).float().sum()
                     (grad,) = torch.autograd.grad(value, shifted)
                     grad = torch.roll(grad, shifts=(-dy, -dx), dims=(2, 3))
                     grad = grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
@@ -331,11 +393,13 @@ def top_activating(
     inputs when ``preprocessed`` else pixels in [0, 1] that the spec normalises. Each
     image's score for a channel is the spatial ``max`` (Microscope-style) or ``mean`` of
     its activation map. Memory is O(channels x k) whatever the dataset size; the forward
-    pass stops at ``layer``.
+    pass stops at ``layer``. A token layer (vision transformer) is scored over its patch tokens
+    (positions on the patch grid; special tokens left out).
     """
     dev = torch.device(device) if device is not None else model_device(model)
     amp = resolve_precision(precision, dev)
     normalize = Normalizer.from_spec(spec, dev)
+    view = SpatialView.for_spec(model, spec)
     module = get_layer(model, layer)
     best_v = best_i = best_p = None
     seen = 0
@@ -352,7 +416,7 @@ def top_activating(
             ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
             with ctx:
                 run_until_stopped(model, x)
-            act = store[layer].float()
+            act = view(store[layer], input_hw).float()
             if act.dim() == 2:
                 act = act[:, :, None, None]
             if chan_idx is None:
@@ -404,6 +468,8 @@ def first_conv(model: nn.Module) -> Tuple[str, nn.Conv2d]:
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
             return name, m
+    # a TorchScript model's layers are script modules, not nn.Conv2d: say that, not "no Conv2d"
+    refuse_script(model, "first-layer filters")
     raise ValueError(f"{type(model).__name__} has no Conv2d layer")
 
 

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from generator.engine.hooks import capture_activations, hooks_removed_after, run_until_stopped
+from generator.engine.hooks import capture_activations, forward_hook, hooks_removed_after, run_until_stopped
 from generator.engine.layers import get_layer, model_device
 
 from .objectives import OUTPUT, Objective, as_objective
 from .param import ImageParam, Normalizer, make_param
+from .sizes import fit_size
+from .spatial import SpatialView
 from .transforms import TransformSchedule, resolve_transforms
 
 # ---------------------------------------------------------------------------------------
@@ -120,7 +122,7 @@ def redirected_relu(model: nn.Module) -> Iterator[int]:
                 return _RedirectedClamp.apply(inputs[0], lo, hi)
 
             # prepend: run before capture hooks, so a captured ReLU output is redirected too
-            handles.append(m.register_forward_hook(hook, prepend=True))
+            handles.append(forward_hook(m, hook, prepend=True))
         yield len(handles)
 
 
@@ -176,10 +178,17 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
 
 
 class _Forward:
-    """Runs the model and returns the activations an objective needs, stopping early."""
+    """Runs the model and returns the activations an objective needs, stopping early.
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], stack: contextlib.ExitStack):
+    With a ``view``, token outputs (a vision transformer's (B, N, C)) reach the objectives as
+    (B, C, h, w) maps over the patch grid, special tokens left out (see :mod:`.spatial`).
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], stack: contextlib.ExitStack,
+                 view: Optional[SpatialView] = None):
         self.model = model
+        self.view = view
+        self.token_notes: Dict[str, str] = {}  # layer -> how its token output was read (filled when run)
         self.needs_output = OUTPUT in layers
         names = sorted(l for l in layers if l != OUTPUT)
         self.names = names
@@ -191,15 +200,24 @@ class _Forward:
         self.store.clear()
         if self.needs_output:
             out = self.model(x)
-            acts = dict(self.store)
+            acts = self._spatial(dict(self.store), x)
             acts[OUTPUT] = out
             return acts
         run_until_stopped(self.model, x)
-        acts = dict(self.store)
+        acts = self._spatial(dict(self.store), x)
         missing = [n for n in self.names if n not in acts]
         if missing:
             raise RuntimeError(f"layers {missing} produced no output during the forward pass (not used by forward()?)")
         return acts
+
+    def _spatial(self, acts: Dict[str, torch.Tensor], x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.view is None:
+            return acts
+        hw = x.shape[-2:]
+        if not self.token_notes:
+            notes = {name: self.view.describe(t, hw) for name, t in sorted(acts.items())}
+            self.token_notes = {name: note for name, note in notes.items() if note}
+        return {name: self.view(t, hw) for name, t in acts.items()}
 
 
 def render(
@@ -232,6 +250,12 @@ def render(
     then the spec's mean/std, then the model. ``redirected_relu_steps`` uses the redirected
     ReLU gradient for that many first steps. ``init_pixels`` (N, C, H, W in [0, 1]) starts
     from given images instead of noise. The model is left exactly as it was.
+
+    A model that refuses ``size`` (a vision transformer with a fixed input size, say) is found
+    with one small forward pass before optimising and rendered at its own input size instead;
+    ``settings`` then holds ``size_requested`` and a one-line ``size_note``. Objectives on a token
+    layer read it over the patch grid (``channel``: averaged over the patch tokens; ``neuron``:
+    the centre patch token; special tokens left out); ``settings["tokens"]`` says so per layer.
     """
     obj = as_objective(objective)
     dev = torch.device(device) if device is not None else model_device(model)
@@ -240,6 +264,11 @@ def render(
     if size is None:
         size = (int(spec.input_size[1]), int(spec.input_size[2]))
     hw = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    fit = fit_size(model, spec, hw, layers=sorted(obj.layers), device=dev)
+    hw = fit.hw
+    if init_pixels is not None and tuple(init_pixels.shape[-2:]) != hw:
+        init_pixels = torch.nn.functional.interpolate(init_pixels.float(), size=hw, mode="bilinear",
+                                                      align_corners=False, antialias=True).clamp(0, 1)
     total = obj.batch_size if obj.batch_size is not None else n_images
     group = obj.group_size
     chunk = max(group, (batch_size // group) * group)
@@ -251,7 +280,7 @@ def render(
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         stack.enter_context(frozen_model(model))
-        forward = _Forward(model, sorted(obj.layers), stack)
+        forward = _Forward(model, sorted(obj.layers), stack, SpatialView.for_spec(model, spec))
         autocast = (
             (lambda: torch.autocast(dev.type, dtype=amp)) if amp is not None else contextlib.nullcontext
         )
@@ -289,6 +318,12 @@ def render(
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
+    extra: Dict[str, object] = {}
+    if fit.changed:
+        extra["size_requested"] = list(fit.requested)
+        extra["size_note"] = fit.note
+    if forward.token_notes:
+        extra["tokens"] = forward.token_notes
     return RenderResult(
         images=torch.cat(images).numpy(),
         trajectory=torch.cat(trajs, dim=1).numpy(),
@@ -308,6 +343,7 @@ def render(
             "redirected_relu_steps": redirected_relu_steps,
             "batch_size": chunk,
             "device": str(dev),
+            **extra,
         },
     )
 
@@ -332,7 +368,7 @@ def evaluate(
     amp = resolve_precision(precision, dev)
     with contextlib.ExitStack() as stack:
         stack.enter_context(frozen_model(model))
-        forward = _Forward(model, sorted(obj.layers), stack)
+        forward = _Forward(model, sorted(obj.layers), stack, SpatialView.for_spec(model, spec))
         if amp is not None:
             stack.enter_context(torch.autocast(dev.type, dtype=amp))
         return obj(forward(x)).float().cpu().numpy()

@@ -12,6 +12,12 @@ Channel icons do not depend on the image, so they are rendered once per (model, 
 union of channels any page shows (``blocks-icons`` artifact) rather than once per image.
 Icons are rendered with :func:`generator.methods.featurevis.render`, each set in one batched
 call; image ``i`` of a call has its own seed, so results are deterministic.
+
+Vision transformers: a token layer is read on its patch grid (cells are patch tokens); the
+class token is not a place in the image, and the summary's ``tokens`` entry says what it carries
+of each class's attribution. A model that refuses the icon size (one fixed input size) renders
+its icons at its own size, scaled down to the icon size; the record's ``icons`` says so
+(``rendered_size``, ``size_note``).
 """
 
 from __future__ import annotations
@@ -90,8 +96,13 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.repeat(out, 3, axis=3) if out.shape[3] == 1 else out
 
 
-def render_icons(model, spec, objective, icons: Dict[str, Any], size: int, seed: int, device) -> np.ndarray:
-    """One batched render call; uint8 (N, size, size, 3)."""
+def render_icons(model, spec, objective, icons: Dict[str, Any], size: int, seed: int, device,
+                 notes: Optional[Dict[str, Any]] = None) -> np.ndarray:
+    """One batched render call; uint8 (N, size, size, 3).
+
+    A model that refuses ``size`` (one fixed input size) is rendered at its own size and scaled
+    down to ``size`` (area-averaged); ``notes`` (a dict) then receives ``rendered_size`` and
+    ``size_note``."""
     from generator.methods import featurevis as fv
 
     native = int(spec.input_size[1])
@@ -99,7 +110,16 @@ def render_icons(model, spec, objective, icons: Dict[str, Any], size: int, seed:
     res = fv.render(model, spec, objective, steps=icons["steps"], size=size, lr=icons["lr"], seed=seed,
                     precision="fp32", device=device, redirected_relu_steps=min(4, icons["steps"] // 4),
                     batch_size=256)
-    return to_uint8(res.images)
+    images = res.images
+    if images.shape[1:3] != (size, size):
+        t = torch.as_tensor(images).permute(0, 3, 1, 2)
+        t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
+                                            antialias=True).clamp(0, 1)
+        images = t.permute(0, 2, 3, 1).numpy()
+        if notes is not None:
+            notes["rendered_size"] = [int(v) for v in res.images.shape[1:3]]
+            notes["size_note"] = str(res.settings.get("size_note", ""))
+    return to_uint8(images)
 
 
 def direction_rows(vectors: torch.Tensor) -> torch.Tensor:
@@ -126,16 +146,18 @@ def compute_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str, item, pixe
     icons = s.icons_for(ctx.device.type)
     x = model_input(spec, pixels[None], ctx.device)[0]
     bb = building_blocks(model, x, layer, top_k=s.top_k, classes=classes, n_channels=s.n_channels,
-                         n_groups=s.n_groups, upper_layer=upper, seed=ctx.config.seed)
+                         n_groups=s.n_groups, upper_layer=upper, seed=ctx.config.seed, layout=fv.spec_layout(spec))
     summary = summary_json(bb, spec.class_names)
     h, w = bb.grid.grid_shape
     grid_dirs = direction_rows(bb.grid.directions.reshape(h * w, -1))
+    notes: Dict[str, Any] = {}
     grid_icons = render_icons(model, spec, fv.direction(layer, grid_dirs), icons, icons["grid_size"],
-                              ctx.config.seed, ctx.device)
+                              ctx.config.seed, ctx.device, notes)
     group_objs = [fv.direction(layer, d) for d in direction_rows(bb.groups.unit_directions())]
     if bb.upper_groups is not None:
         group_objs += [fv.direction(upper, d) for d in direction_rows(bb.upper_groups.unit_directions())]
-    group_icons = render_icons(model, spec, fv.stack(group_objs), icons, icons["size"], ctx.config.seed, ctx.device)
+    group_icons = render_icons(model, spec, fv.stack(group_objs), icons, icons["size"], ctx.config.seed, ctx.device,
+                               notes)
     k = bb.groups.k
     ca, ga = bb.attribution, bb.group_attr
     arrays = {
@@ -157,7 +179,7 @@ def compute_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str, item, pixe
         "licence": item.licence, "layer": layer, "upper": upper, "grid": [h, w],
         "top_classes": [int(c) for c in bb.top_classes],
         "top_names": [spec.class_names[c] for c in bb.top_classes],
-        "icons": icons, "group_mode": bb.groups.mode,
+        "icons": {**icons, **notes}, "group_mode": bb.groups.mode,
     }
     return record, {"summary": ("summary.json", json_bytes(summary)), "arrays": ("arrays.npz", npz_bytes(**arrays))}
 
@@ -240,9 +262,10 @@ def _icons_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str, layer: str, w
     loaded = ctx.models[mc.id]
 
     def compute():
+        notes: Dict[str, Any] = {}
         pics = render_icons(loaded.module, loaded.spec, fv.channel(layer, wanted), icons, icons["size"],
-                            ctx.config.seed, ctx.device)
-        record = {"model": mc.id, "layer": layer, "channels": wanted, "icons": icons}
+                            ctx.config.seed, ctx.device, notes)
+        record = {"model": mc.id, "layer": layer, "channels": wanted, "icons": {**icons, **notes}}
         return record, {"icons": ("icons.npz", npz_bytes(icons=pics, channels=np.asarray(wanted, np.int64)))}
 
     # Icons do not depend on any image: shared by every dataset of the model (labelled with this one).

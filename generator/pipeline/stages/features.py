@@ -15,13 +15,21 @@ For each model (once, on its first dataset pair) this plans what to show from th
 
 Every render is seeded, so the same settings give the same images; every key holds what
 determines the result (model identity, layer, channels, effective settings, seed, device).
+
+Vision transformers: the default layers are the model's repeated blocks; a token layer's units
+are visualised averaged over the patch tokens (the class token left out) and the records say so
+(``settings.tokens``). A model that accepts one input size only is rendered at that size
+whatever ``features.size`` asks, found with one small forward pass before optimising; the
+records say so too (``settings.size_requested``, ``settings.size_note``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any, Dict, Iterator, List, Optional
 
+from generator.capability import Unsupported
 from generator.config import ModelConfig, ReportConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.stages import Stage, register_stage
@@ -48,6 +56,8 @@ class FeaturePlan:
     dream_layers: List[str]
     dream_images: int
     dream_size: int
+    # layer -> how its token output is read (vision transformers); {} for a CNN
+    token_layers: Dict[str, str] = dc_field(default_factory=dict)
 
 
 def spread(names: List[str], count: Optional[int]) -> List[str]:
@@ -126,6 +136,8 @@ def make_plan(ctx: RunContext, mc: ModelConfig) -> FeaturePlan:
     for i, layer in enumerate(layers):
         try:
             sizes[layer] = fv.layer_channels(model, spec, layer)
+        except Unsupported:  # TorchScript: listed as not applicable with its reason, not a config error
+            raise
         except Exception as exc:  # unknown layer name: say where it came from
             where = ("features", "layers", mc.id, i) if mc.id in feats.layers else ("features",)
             raise config.error(where, f"layer {layer!r} of model {mc.id!r}: {exc}") from None
@@ -160,9 +172,10 @@ def make_plan(ctx: RunContext, mc: ModelConfig) -> FeaturePlan:
         len(dataset), config.outcome.images if feats.deepdream_images is None else feats.deepdream_images)
     native = int(spec.input_size[1])
     dream_size = feats.deepdream_size or (min(native, 160) if name == "quick" else native)
+    token_layers = fv.token_layers(model, spec, list(layers) + dream_layers)
     return FeaturePlan(profile=prof, layers=layers, channels=channels, layer_channels=sizes, examples=examples,
                        dataset_id=dataset_id or "", classes=classes, dream_layers=dream_layers,
-                       dream_images=dream_images, dream_size=dream_size)
+                       dream_images=dream_images, dream_size=dream_size, token_layers=token_layers)
 
 
 def declare_features(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:

@@ -66,6 +66,10 @@ class FeatureJob:
             return int(p.steps)
         return int(p.set_steps)
 
+    def _over(self, layer: str) -> str:
+        """' over its patch tokens' for a token layer of a vision transformer, else ''."""
+        return " over its patch tokens" if layer in self.plan.token_layers else ""
+
     @staticmethod
     def _result_record(res) -> Dict[str, Any]:
         settings = {k: v for k, v in res.settings.items() if k != "device"}
@@ -167,8 +171,8 @@ class FeatureJob:
                        "items": [[dataset.items[int(i)].id for i in row] for row in ex.indices],
                        "titles": [[dataset.items[int(i)].title or dataset.items[int(i)].id for i in row]
                                   for row in ex.indices],
-                       "description": f"spatial {ex.reduce} of channel c of {layer} over {len(dataset)} "
-                                      f"images of {dataset.id}; top {k} per channel"}
+                       "description": f"spatial {ex.reduce} of channel c of {layer}{self._over(layer)} over "
+                                      f"{len(dataset)} images of {dataset.id}; top {k} per channel"}
                 return rec, {"examples": ("examples.npz", npz_bytes(
                     values=ex.values.astype(np.float32), indices=ex.indices.astype(np.int64),
                     positions=ex.positions.astype(np.int64), boxes=ex.boxes(), crops=crops,
@@ -193,14 +197,15 @@ class FeatureJob:
             display = displayed(spec, dataset, len(dataset))
             x = model_input(spec, display[top], self.ctx.device)
             chans = examples.record["channels"]
-            proj = fv.deconv_projection(self.model, layer, x, chans, pos)
+            proj = fv.deconv_projection(self.model, layer, x, chans, pos, layout=fv.spec_layout(spec))
             images = np.stack([fv.projection_image(p) for p in proj])
             crops = np.stack([images[j, top:bottom, left:right]
                               for j, (top, left, bottom, right) in enumerate(boxes)])
             rec = {"model": self.mc.id, "layer": layer, "dataset": dataset.id, "channels": chans,
                    "items": [dataset.items[int(i)].id for i in top], "positions": pos.tolist(),
                    "peaks": _rounded(np.abs(proj).reshape(len(chans), -1).max(axis=1), 6),
-                   "description": "gradient of the unit's activation at its arg-max position on its top "
+                   "description": "gradient of the unit's activation at its arg-max position"
+                                  f"{' (a patch token)' if self._over(layer) else ''} on its top "
                                   "dataset example, every ReLU rectifying the backward signal (deconvnet)"}
             return rec, {"projections": ("projections.npz", npz_bytes(images=images, crops=crops))}
 
@@ -235,25 +240,34 @@ class FeatureJob:
 
         dataset, spec, prof = self.dataset, self.spec, self.plan.profile
         n, size, layers = self.plan.dream_images, self.plan.dream_size, list(self.plan.dream_layers)
-        # the jitter Lucid uses at 224 px, scaled to the dream size
-        jitter = max(1, round(16 * size / 224))
 
         def compute():
+            # a model that refuses the asked size (a fixed-size vision transformer) dreams at its
+            # own, and only at the octaves it accepts (checked once per size, before dreaming)
+            fit = fv.fit_size(self.model, spec, (size, size), layers=layers, device=self.ctx.device)
+            run_size = fit.hw[0]
+            jitter = max(1, round(16 * run_size / 224))  # the jitter Lucid uses at 224 px, scaled
+            octaves = fv.dream_octaves(self.model, spec, fit.hw, prof.deepdream_octaves, layers,
+                                       device=self.ctx.device)
             display = displayed(spec, dataset, n)
             photos = torch.as_tensor(display, dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
-            if photos.shape[-1] != size:
-                photos = F.interpolate(photos, size=(size, size), mode="bilinear", align_corners=False,
+            if photos.shape[-1] != run_size:
+                photos = F.interpolate(photos, size=fit.hw, mode="bilinear", align_corners=False,
                                        antialias=True).clamp(0, 1)
             dreams = fv.deepdream(self.model, spec, photos, layers, steps=prof.deepdream_steps,
-                                  octaves=prof.deepdream_octaves, jitter=jitter, seed=self.seed,
-                                  precision=prof.precision)
+                                  octaves=octaves, jitter=jitter, seed=self.seed, precision=prof.precision)
             stack = np.stack([to_uint8(dreams[layer]) for layer in layers])  # (layers, N, H, W, C)
             originals = to_uint8(photos.permute(0, 2, 3, 1).numpy())
+            notes = ([fit.note] if fit.changed else []) + (
+                [f"{octaves} of {prof.deepdream_octaves} octaves: the model refuses the smaller sizes"]
+                if octaves != prof.deepdream_octaves else [])
+            suffix = "".join(f"; {note}" for note in notes)
             rec = {"model": self.mc.id, "dataset": dataset.id, "layers": layers,
                    "items": [it.id for it in dataset.items[:n]],
-                   "titles": [it.title or it.id for it in dataset.items[:n]], "size": size,
-                   "steps": prof.deepdream_steps, "octaves": prof.deepdream_octaves, "jitter": jitter,
-                   "descriptions": [f"layer({layer}): mean squared activation of {layer}" for layer in layers]}
+                   "titles": [it.title or it.id for it in dataset.items[:n]], "size": run_size,
+                   "steps": prof.deepdream_steps, "octaves": octaves, "jitter": jitter,
+                   "descriptions": [f"layer({layer}): mean squared activation of {layer}{self._over(layer)}{suffix}"
+                                    for layer in layers]}
             return rec, {"dreams": ("dreams.npz", npz_bytes(dreams=stack, originals=originals))}
 
         yield self._unit("features_deepdream", compute, "DeepDream", dataset=dataset.id, layers=layers, images=n,
