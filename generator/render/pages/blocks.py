@@ -58,10 +58,13 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
         upper_sprite = bv.sprite(w, f"assets/gen/{key}/upper-groups.png", arr["upper_group_icons"], list(range(ku)),
                                  cols=ku)
     names = _classes(summary)
+    tokens = bv.token_view(summary)
     class_maps = []
     for i, sa in enumerate(summary["spatial_attribution"]):
         c = names[sa["class"]]
-        class_maps.append({"name": c["name"], "prob": c["prob"], "total": sa["total"],
+        # a token layer with special tokens: the patch grid's part (the map) and theirs (no place)
+        split = tokens["parts"].get(sa["class"]) if tokens is not None and tokens["label"] else None
+        class_maps.append({"name": c["name"], "prob": c["prob"], "total": sa["total"], "split": split,
                            "image": w.image(f"assets/gen/{key}/class-{i}.png",
                                             bv.map_overlay(pixels, arr["class_maps"][i], True))})
     groups = []
@@ -100,7 +103,8 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
             "icons": icons, "class_maps": class_maps, "groups": groups, "group_map": group_map,
             "strongest": strongest, "cell": summary["cells"][strongest], "names": names, "rankings": rankings,
             "competing": competing, "l2l": l2l, "magnitude": mag, "group_maps": arr["group_maps"],
-            "slug": slug(rec.layer)}
+            "slug": slug(rec.layer), "tokens": tokens,
+            "shares": bv.token_shares(tokens, summary) if tokens is not None and tokens["label"] else None}
 
 
 def _flow_view(lower: Dict[str, Any], upper: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -166,7 +170,30 @@ def _learn_attribution(v: Dict[str, Any]) -> str:
     parts.append(f"Summed over all positions and channels, the linear approximation of the {r['name']} logit "
                  f"relative to a zero activation at {v['layer']} is {total:+.3g}; a zero activation is not a neutral "
                  f"input, so compare classes and positions with each other rather than reading the sign alone.")
+    if v["tokens"] is not None:
+        parts.extend(_learn_tokens(v))
     return " ".join(parts)
+
+
+def _learn_tokens(v: Dict[str, Any]) -> List[str]:
+    """What a token layer (vision transformer) adds to the attribution page's lesson."""
+    tok, first = v["tokens"], v["class_maps"][0]
+    parts = []
+    if first["split"] is not None:
+        label, verb = tok["label"], "are" if len(tok["names"]) > 1 else "is"
+        parts.append(f"Of that total the patch grid (the map) carries {bv.fmt(first['split']['grid'])} and the "
+                     f"{label} {bv.fmt(first['split']['prefix'])}; the {label} {verb} "
+                     "not a place in the image, so no map shows that part. With a class-token head a late layer's "
+                     "attribution lies mostly there: the logits read the class token, and patch tokens reach it "
+                     "only through the attention of the blocks above.")
+    if tok["flat"]:
+        parts.append(f"Every position's map here is about zero (largest |value| {tok['map_max']:.2g}, against "
+                     f"{tok['channel_max']:.3g} for the strongest channel). On a residual-stream layer "
+                     "(blocks.i) this holds by construction: every later layer reads the stream through a "
+                     "LayerNorm, which ignores the input's scale, so activation x gradient sums to zero over "
+                     "each token's channels. Read the channel attribution instead, or choose an MLP layer "
+                     "(blocks.i.mlp.fc1 in timm's naming) for a spatial map.")
+    return parts
 
 
 def _learn_groups(v: Dict[str, Any], flow: Optional[Dict[str, Any]]) -> str:
@@ -175,9 +202,18 @@ def _learn_groups(v: Dict[str, Any], flow: Optional[Dict[str, Any]]) -> str:
     best = max(v["groups"], key=lambda g: dict(g["classes"]).get(top, 0.0))
     val = dict(best["classes"]).get(top, 0.0)
     resid = dict((c, r) for c, r in v["summary"]["group_residual"]).get(top, 0.0)
+    share = next((s for s in v["shares"] if s["class"] == top), None) if v["shares"] is not None else None
+    where = "the patch grid's activation" if share is not None else "the activation"
     text = (f"Group G{best['id']} (channels {bv.channel_list(best['channels'])}) drives {name} most at {v['layer']} "
-            f"({bv.fmt(val)}); the part of the activation the {len(v['groups'])} groups do not reconstruct contributes "
+            f"({bv.fmt(val)}); the part of {where} the {len(v['groups'])} groups do not reconstruct contributes "
             f"{bv.fmt(resid)}. The factorisation leaves a relative error of {v['summary']['group_error']:.2f}.")
+    if share is not None:
+        label = v["tokens"]["label"]
+        text += (f" The {label}, not a place in the image, belong{'' if len(v['tokens']['names']) > 1 else 's'} "
+                 f"to no group and to no residual: {'they carry' if len(v['tokens']['names']) > 1 else 'it carries'} "
+                 f"{bv.fmt(share['prefix'])} of {name}'s total {bv.fmt(share['total'])} (groups "
+                 f"{bv.fmt(share['groups'])} + residual {bv.fmt(share['residual'])} + {label} "
+                 f"{bv.fmt(share['prefix'])}).")
     if flow is not None:
         i, j, fv = flow["strongest"]
         text += f" In the flow to {flow['upper']}, G{i} feeds upper group G{j} most ({bv.fmt(fv)})."

@@ -147,6 +147,57 @@ def sankey(lower: List[Dict[str, Any]], upper: List[Dict[str, Any]], classes: Li
 
 
 # ---------------------------------------------------------------------------------------------
+# token layers (vision transformers)
+
+#: A spatial map at most this fraction of the strongest channel attribution is "about zero".
+FLAT_SHARE = 1e-3
+
+
+def token_label(names: Sequence[str]) -> str:
+    """'class token', 'class and distillation tokens', 'class and register tokens' (names in order, once)."""
+    unique = list(dict.fromkeys(str(n) for n in names))
+    words = unique[0] if len(unique) == 1 else ", ".join(unique[:-1]) + " and " + unique[-1]
+    return f"{words} token{'s' if len(names) > 1 else ''}"
+
+
+def token_view(summary: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """What a token layer's pages add, from ``summary["tokens"]`` (None for a CNN's layer).
+
+    ``layout``: how the layer was read; ``label``: the special tokens ('class token'; '' when the
+    layer has none); ``parts``: class -> {grid, prefix} (the patch grid's and the special tokens'
+    parts of the class's total); ``flat``: every cell of every class map is about zero next to the
+    channel attribution (a residual-stream layer: the later LayerNorms make activation x gradient
+    sum to zero over each token's channels), with ``map_max`` and ``channel_max`` for the text.
+    """
+    tok = summary.get("tokens")
+    if tok is None:
+        return None
+    names = list(tok["prefix_names"])
+    parts = {int(a["class"]): {"grid": float(a["grid"]), "prefix": float(a["prefix"])} for a in tok["attribution"]}
+    map_max = max((abs(float(v)) for sa in summary["spatial_attribution"] for row in sa["map"] for v in row),
+                  default=0.0)
+    channel_max = max((abs(float(v)) for r in summary["channel_attribution"] for _, v in r["support"] + r["oppose"]),
+                      default=0.0)
+    return {"layout": str(tok["layout"]), "names": names, "label": token_label(names) if names else "",
+            "parts": parts, "flat": channel_max > 0 and map_max <= FLAT_SHARE * channel_max,
+            "map_max": map_max, "channel_max": channel_max}
+
+
+def token_shares(tokens: Dict[str, Any], summary: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per attributed class: the groups' part, the patch grid's residual, the special tokens' part
+    and the total (groups + residual + special tokens = total)."""
+    groups: Dict[int, float] = {}
+    for g in summary["groups"]:
+        for c, v in g["classes"]:
+            groups[int(c)] = groups.get(int(c), 0.0) + float(v)
+    residual = {int(c): float(v) for c, v in summary["group_residual"]}
+    totals = {int(sa["class"]): float(sa["total"]) for sa in summary["spatial_attribution"]}
+    return [{"class": c, "groups": groups.get(c, 0.0), "residual": residual.get(c, 0.0),
+             "prefix": tokens["parts"][c]["prefix"], "total": totals.get(c, 0.0)}
+            for c in totals if c in tokens["parts"]]
+
+
+# ---------------------------------------------------------------------------------------------
 # numbers in sentences
 
 

@@ -140,6 +140,13 @@ def _classes(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str, 
             "page": f"{base}/classes.md"}
 
 
+def _plain_dream(layer: str) -> str:
+    """DeepDream's objective on a layer read as it is (a CNN's map); the page shows only the
+    objectives that say more (a token layer read over its patch tokens, a model that refused the
+    size or octaves asked: :mod:`generator.pipeline.stages.features_compute` appends those notes)."""
+    return f"layer({layer}): mean squared activation of {layer}"
+
+
 def _deepdream(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str, Any]]:
     art = _one(site, "features_deepdream", model=model_id)
     if art is None:
@@ -155,13 +162,16 @@ def _deepdream(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str
             path = _picture(site, f"assets/gen/{art.key}/{slug(item)}-{_layer_slug(layer)}", arrays["dreams"][li, i])
             site.writer.ref(f"deepdream/{model_id}/{item}/{layer}", path)
             cells.append(path)
-        rows.append({"layer": layer, "cells": cells, "description": rec.descriptions[li]})
+        description = rec.descriptions[li]
+        rows.append({"layer": layer, "cells": cells, "description": description,
+                     "note": None if description == _plain_dream(layer) else description})
     photos = [{"item": item, "title": title, "original": originals[i]}
               for i, (item, title) in enumerate(zip(rec.items, rec.titles))]
     # a few photos per table keeps the rows readable on a laptop screen
     groups = [list(range(s, min(len(photos), s + 4))) for s in range(0, len(photos), 4)]
     return {"photos": photos, "rows": rows, "groups": groups, "dataset": rec.dataset, "size": rec.size,
-            "steps": rec.steps, "octaves": rec.octaves, "page": f"{base}/deepdream.md"}
+            "steps": rec.steps, "octaves": rec.octaves, "page": f"{base}/deepdream.md",
+            "notes": [row for row in rows if row["note"] is not None]}
 
 
 def _filters(site: SiteContext, model_id: str, base: str) -> Optional[Dict[str, Any]]:
