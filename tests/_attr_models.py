@@ -63,3 +63,19 @@ def small_cnn(seed: int = 0, **kw) -> SmallCNN:
 def state_equal(model: nn.Module, saved) -> bool:
     sd = model.state_dict()
     return sd.keys() == saved.keys() and all(torch.equal(sd[k], saved[k]) for k in saved)
+
+
+#: Attribution methods defined for transformers only: they refuse a CNN with a reason.
+def transformer_only() -> set:
+    from generator.catalogue import attnlrp, transformer
+
+    return {e.name for e in (*transformer.ENTRIES, *attnlrp.ENTRIES)}
+
+
+def tiny_vit(seed: int = 0, size: int = 16, classes: int = 5) -> nn.Module:
+    """A one-block timm ViT on ``size`` px inputs (patches of 8 px, a class token)."""
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=size, patch_size=8, depth=1,
+                             embed_dim=16, num_heads=2, num_classes=classes).eval()

@@ -4,9 +4,10 @@ import re
 
 import pytest
 import torch
-from _attr_models import ReusedInplace, SeparateRelu, small_cnn, state_equal
+from _attr_models import ReusedInplace, SeparateRelu, small_cnn, state_equal, tiny_vit, transformer_only
 from torch import nn
 
+from generator.capability import Unsupported
 from generator.engine import batching
 from generator.engine.batching import run_chunked
 from generator.engine.canonizers import BatchNormFolder, ResidualCanonizer, canonized
@@ -38,11 +39,19 @@ def test_every_method_contract(name):
     assert cls.version and isinstance(cls.version, str)
     doc = cls.__doc__ or ""
     assert re.search(r"(19|20)\d\d", doc), "docstring must cite the paper"
-    model = small_cnn(bn=True)
+    model, spec = small_cnn(bn=True), spec_for()
     x = torch.randn(2, 3, 16, 16)
+    if name in transformer_only():
+        # a CNN is refused with a one-line reason and left untouched; the contract holds on a ViT
+        with pytest.raises(Unsupported) as why:
+            cls(model, spec, **fast_params(cls)).attribute(x, torch.tensor([1, 2]))
+        assert str(why.value).strip() and "\n" not in str(why.value).strip()
+        assert no_hooks(model)
+        model, spec = tiny_vit(), spec_for()
+        spec.cam_layer = None
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     before = model(x)
-    r = cls(model, spec_for(), **fast_params(cls)).attribute(x, torch.tensor([1, 2]))
+    r = cls(model, spec, **fast_params(cls)).attribute(x, torch.tensor([1, 2]))
     assert r.maps.shape == (2, 16, 16) and r.maps.dtype == torch.float32
     assert torch.isfinite(r.maps).all()
     if r.raw is not None:

@@ -144,12 +144,12 @@ def test_extra_columns_keep_the_pages_order_and_labels():
 @pytest.mark.parametrize("name", [n for n in ATTRIBUTION if catalogue.get(n).columns])
 def test_declared_columns_are_what_the_method_reports(name):
     import torch
-    from _attr_models import small_cnn
+    from _attr_models import small_cnn, tiny_vit, transformer_only
 
     from generator.methods.attribution import ATTRIBUTION_METHODS
 
     torch.manual_seed(0)
-    model = small_cnn(bn=False)
+    model = tiny_vit() if name in transformer_only() else small_cnn(bn=False)
     fast = {k: v for k, v in {"steps": 4}.items() if k in catalogue.get(name).all_params}
     result = ATTRIBUTION_METHODS.get(name)(model, **fast).attribute(torch.rand(2, 3, 16, 16), 1)
     assert set(catalogue.get(name).columns) <= set(result.extras)

@@ -144,13 +144,15 @@ ENTRIES: Tuple[MethodEntry, ...] = (
         ),
     ),
     _entry(
-        name="integrated_gradients", title="Integrated gradients",
+        name="integrated_gradients", version="2", title="Integrated gradients",
         summary="(x - baseline) times the gradient averaged along the straight path",
         citation='Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for Deep Networks"',
         formula=r"M_i = (x_i - x'_i) \int_0^1 \frac{\partial f_t(x' + \alpha (x - x'))}{\partial x_i} d\alpha",
         read="Contributions that add up to the score difference between the image and the baseline "
              "(completeness); red supports the class, blue opposes it.",
-        limits="Completeness holds (the gap is reported), but the result depends strongly on the baseline "
+        limits="Completeness holds up to the discretisation of the path (the gap is reported; a map that misses "
+               "f(x) − f(baseline) by more than 5 % is marked unreliable), but the result depends strongly on the "
+               "baseline "
                "(a black baseline cannot credit black pixels) and the path.",
         params=(
             Param("steps", "int", 50, "points on the path", minimum=2),
@@ -294,10 +296,14 @@ ENTRIES: Tuple[MethodEntry, ...] = (
              "baseline: red windows matter for the class, blue ones hide evidence against it. "
              "Resolution is the stride.",
         limits="Costly (one forward per window), its resolution is the stride, and the baseline patch itself "
-               "can create out-of-distribution evidence.",
+               "can create out-of-distribution evidence. On a vision transformer the windows are its patches "
+               "(align: patch), so the map's resolution is the patch grid.",
         params=(
             Param("window", "pixels", 16, "window side"),
             Param("stride", "pixels", 8, "step between windows"),
+            Param("align", "str", "patch", "on a model with a token grid (ViT, Swin), 'patch' makes window and "
+                  "stride one patch, so each window hides whole patches; 'none' uses window and stride as given. "
+                  "No effect on a CNN", choices=("patch", "none")),
             _baseline("zeros"),
             Param("output", "str", "logit", "score whose drop is recorded", choices=("logit", "probability")),
             # forward passes only: larger chunks than the gradient methods fit in memory

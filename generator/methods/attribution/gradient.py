@@ -255,6 +255,31 @@ def _logits(method: AttributionMethod, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs)
 
 
+#: Largest relative completeness gap of a map shown as integrated gradients. Beyond it the path
+#: integral has not converged (a ReLU network's gradient jumps at every linear region the path
+#: crosses) and the map is not the method's explanation.
+COMPLETENESS_TOLERANCE = 0.05
+
+
+def completeness_verdicts(relative: torch.Tensor, delta: torch.Tensor, steps: int):
+    """Per image: whether the attributions add up to f(x) − f(baseline) within
+    :data:`COMPLETENESS_TOLERANCE`, and if not, why, in words a reader can act on."""
+    reliable, notes = [], []
+    for gap, d in zip(relative.tolist(), delta.tolist()):
+        ok = bool(gap == gap and gap <= COMPLETENESS_TOLERANCE)  # NaN is never reliable
+        reliable.append(ok)
+        if ok:
+            notes.append("")
+        elif abs(d) < 1e-3:
+            notes.append(f"f(x) − f(baseline) is {d:.2g}, about zero: there is almost nothing to attribute, and "
+                         f"the attributions miss it by {gap:.0%}")
+        else:
+            notes.append(f"the attributions add up to f(x) − f(baseline) only within {gap:.0%} (tolerance "
+                         f"{COMPLETENESS_TOLERANCE:.0%}): the path integral has not converged at {steps} steps; "
+                         f"raise outcome.params.integrated_gradients.steps")
+    return reliable, notes
+
+
 @register
 class IntegratedGradients(AttributionMethod):
     """Integrated gradients: (x - baseline) times the gradient averaged along the straight path.
@@ -280,9 +305,12 @@ class IntegratedGradients(AttributionMethod):
         delta = select_target(ends[:B], target) - select_target(ends[B:], target)
         total = raw.flatten(1).sum(1)
         gap = (total - delta).abs()
-        return self._result(raw.sum(1), target, raw, completeness_gap=gap / delta.abs().clamp(min=1e-6),
+        relative = gap / delta.abs().clamp(min=1e-6)
+        reliable, notes = completeness_verdicts(relative, delta, int(self.params["steps"]))
+        return self._result(raw.sum(1), target, raw, completeness_gap=relative,
                             completeness_gap_abs=gap, delta=delta, baseline=self.params["baseline"]
-                            if isinstance(self.params["baseline"], str) else "tensor")
+                            if isinstance(self.params["baseline"], str) else "tensor",
+                            reliable=reliable, reliability_note=notes)
 
 
 @register
