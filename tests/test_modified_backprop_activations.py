@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -248,3 +249,53 @@ def test_deeplift_refuses_activations_off_the_batch_dimension():
     with pytest.raises(Unsupported, match=r"ReLU to a tensor of shape \(16, 8, 8\).*batch of 4"):
         ATTRIBUTION_METHODS.get("deeplift")(model, spec(8)).attribute(x, T)
     assert_untouched(model, x, snap)
+
+
+class _FunctionalReluCNN(nn.Module):
+    """The same computation as :func:`_module_relu_cnn` with the ReLUs written as function calls."""
+
+    def __init__(self, convs: nn.ModuleList) -> None:
+        super().__init__()
+        self.convs = convs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return x
+
+
+def _module_relu_cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(4, 3, 3, padding=1), nn.ReLU()).eval()
+
+
+def test_deconv_projection_rectifies_functional_relus_and_refuses_gelu():
+    """Feature visualisation's deconvnet projection gets the rule at ReLU function calls too,
+    matches the backward signal rectified by hand, and refuses a GELU network below the layer."""
+    from generator.methods.featurevis.deconv import deconv_projection
+
+    seq = _module_relu_cnn()
+    convs = nn.ModuleList([seq[0], seq[2], seq[4]])
+    functional = _FunctionalReluCNN(convs).eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    pos = [(3, 4), (5, 1)]
+    by_module = deconv_projection(seq, "5", x, [1, 2], pos)
+    by_call = deconv_projection(functional, "convs.2", x, [1, 2], pos)  # read before its ReLU
+    # by hand: the unit's one-hot signal passed down, ReLUs rectifying it (not masking it)
+    expected = []
+    for c, (py, px) in zip([1, 2], pos):
+        r = torch.zeros(1, 3, 8, 8)
+        r[0, c, py, px] = 1.0
+        r = torch.nn.grad.conv2d_input((1, 4, 8, 8), seq[4].weight, r, padding=1).clamp(min=0)
+        r = torch.nn.grad.conv2d_input((1, 4, 8, 8), seq[2].weight, r, padding=1).clamp(min=0)
+        r = torch.nn.grad.conv2d_input((1, 3, 8, 8), seq[0].weight, r, padding=1)
+        expected.append(r[0].permute(1, 2, 0).detach().numpy())
+    np.testing.assert_allclose(by_call, np.stack(expected), rtol=1e-5, atol=1e-6)
+    # the module network's unit is read after its last ReLU, so its own signal is rectified too
+    assert by_module.shape == by_call.shape and np.abs(by_module).max() > 0
+
+    gelu = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.GELU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()).eval()
+    with pytest.raises(Unsupported, match="GELU"):
+        deconv_projection(gelu, "3", x, [0, 1], pos)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in gelu.modules())

@@ -39,7 +39,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..capability import Unsupported
-from .hooks import hooks_removed_after
+from .hooks import StopForward, hooks_removed_after
 
 # ----------------------------------------------------------------------------- what is a non-linearity
 
@@ -314,8 +314,10 @@ class _Recorder(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def find_nonlinearities(model: nn.Module, example: Optional[torch.Tensor]) -> Nonlinearities:
-    """Every non-linearity ``model`` applies to ``example`` (one forward pass, eval mode).
+def find_nonlinearities(model: nn.Module, example: Optional[torch.Tensor],
+                        stop_at: Optional[nn.Module] = None) -> Nonlinearities:
+    """Every non-linearity ``model`` applies to ``example`` (one forward pass, eval mode); with
+    ``stop_at``, only those applied up to that module's output (what lies below a layer).
 
     Nothing of the model changes: hooks are removed, train/eval flags and ``requires_grad``
     restored, even when the forward raises. ``example`` may be None for a model that is
@@ -347,9 +349,16 @@ def find_nonlinearities(model: nn.Module, example: Optional[torch.Tensor]) -> No
                 continue
             handles.append(module.register_forward_pre_hook(push(name)))
             handles.append(module.register_forward_hook(pop, always_call=True))
+        if stop_at is not None:
+            def stop(_module: nn.Module, _inputs: Any, _output: Any) -> None:
+                raise StopForward
+            handles.append(stop_at.register_forward_hook(stop))
         x = example.detach().clone().requires_grad_(True)
         with torch.enable_grad(), recorder:
-            model(x)
+            try:
+                model(x)
+            except StopForward:
+                pass
     found.calls = tuple(recorder.calls)
     return found
 

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from generator.capability import Unsupported
+from generator.engine.activations import RELU_KINDS, RectifiedGradient, activation_rules, find_nonlinearities, rules_for
 from generator.engine.batching import run_chunked
-from generator.engine.hooks import capture_activations, run_until_stopped
+from generator.engine.hooks import capture_activations, refuse_script, run_until_stopped
 from generator.engine.layers import get_layer
-from generator.engine.rules import RELU_LIKE, DeconvnetRule, rules_applied, rules_by_type
 
 from .render import frozen_model, model_device
 from .spatial import SpatialView
@@ -48,9 +49,13 @@ def deconv_projection(
     ``blocks.6`` is 320 projections).
 
     A token layer (vision transformer) is read on its patch grid: ``positions`` are patch rows
-    and columns. Without ReLUs (a transformer's GELUs are not rectified) the projection is the
-    plain gradient of the unit at that token. ``layout``: the model's token layout (inferred
-    when a token output appears and none is given).
+    and columns. ``layout``: the model's token layout (inferred when a token output appears and
+    none is given).
+
+    Every ReLU below the layer gets the rule, as a module or as a function call. The projection
+    is defined for a ReLU network only: when the part of the network below ``layer`` applies any
+    other activation (a transformer's GELU, SiLU, gates) it would be the plain gradient there,
+    so :class:`~generator.capability.Unsupported` is raised with the reason, as for TorchScript.
     """
     dev = model_device(model)
     n = inputs.shape[0]
@@ -60,14 +65,21 @@ def deconv_projection(
     ys = torch.as_tensor([int(p[0]) for p in positions], device=dev)
     xs = torch.as_tensor([int(p[1]) for p in positions], device=dev)
     out = np.empty((n, inputs.shape[2], inputs.shape[3], inputs.shape[1]), np.float32)
+    refuse_script(model, "deconvnet projections")
+    below = find_nonlinearities(model, inputs[:1].to(dev, torch.float32), stop_at=get_layer(model, layer))
+    reason = _relu_only(below, layer)
+    if reason:
+        raise Unsupported(reason)
     view = SpatialView(model, layout, tuple(inputs.shape[1:]))
-    with frozen_model(model), rules_applied(model, rules_by_type(model, [(RELU_LIKE, DeconvnetRule())])), \
+    rules = rules_for(RELU_KINDS, RectifiedGradient())
+    with frozen_model(model), \
             capture_activations(model, {layer: get_layer(model, layer)}, keep_graph=True, stop_after=[layer]) as store:
 
         def chunk(a: int, b: int) -> None:
             x = inputs[a:b].to(dev, torch.float32).clone().requires_grad_(True)
             store.clear()
-            run_until_stopped(model, x)
+            with activation_rules(rules):
+                run_until_stopped(model, x)
             act = view(store.pop(layer), x.shape[-2:])
             if act.dim() == 2:
                 act = act[:, :, None, None]
@@ -77,6 +89,20 @@ def deconv_projection(
 
         run_chunked(n, max_batch, chunk)
     return out
+
+
+def _relu_only(found, layer: str) -> "str | None":
+    """Why the deconvnet rule is undefined below ``layer``, or None (see :func:`deconv_projection`)."""
+    acts = found.activation_kinds()
+    other = [k for k in acts if k not in RELU_KINDS]
+    if other:
+        return (f"a deconvnet projection rectifies the backward signal at every ReLU; below {layer!r} this network "
+                f"also applies {found.describe(other)}, where the rule is undefined (the projection would be the "
+                f"plain gradient there)")
+    if not acts:
+        return (f"a deconvnet projection rectifies the backward signal at ReLUs; below {layer!r} this network applies "
+                f"none, so it would be the plain gradient")
+    return None
 
 
 def projection_image(projection: np.ndarray) -> np.ndarray:
