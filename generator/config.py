@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from generator.settings.blocks import BlocksSettings
+from generator.settings.compare import CompareSettings
 from generator.settings.data import DataSettings
 from generator.settings.evaluation import EvaluationSettings
 from generator.settings.features import FeaturesSettings
@@ -103,20 +104,44 @@ class PredictionsConfig(_Strict):
 
 
 class OutcomeConfig(_Strict):
-    """Attribution methods ("why this image got this label")."""
+    """Attribution methods ("why this image got this label").
+
+    ``methods`` is what every model runs; ``methods_by_model`` (model id -> methods) *replaces*
+    that list for the models it names, so one model can run a CPU-sized subset, or a method the
+    others lack (e.g. one defined only for vision transformers). ``params`` may be given for any
+    method some model runs; ids and names are checked by :mod:`generator.validation`.
+    """
 
     enabled: bool = True
     methods: List[str] = Field(default_factory=lambda: ["saliency", "gradcam"])
+    methods_by_model: Dict[str, List[str]] = Field(default_factory=dict)  # model id -> its methods
     params: Dict[str, Dict[str, Any]] = Field(default_factory=dict)  # method -> parameters
     images: int = Field(default=8, ge=1)  # at most this many images of each dataset
     target: Union[Literal["predicted", "label"], int, str] = "predicted"
 
     @model_validator(mode="after")
     def _params_for_listed(self) -> "OutcomeConfig":
-        stray = sorted(set(self.params) - set(self.methods))
+        for model_id, methods in self.methods_by_model.items():
+            repeated = sorted({m for m in methods if methods.count(m) > 1})
+            if repeated:
+                raise ValueError(f"methods_by_model[{model_id!r}] lists {repeated} more than once")
+        stray = sorted(set(self.params) - set(self.all_methods()))
         if stray:
-            raise ValueError(f"params given for method(s) {stray} that are not in methods {self.methods}")
+            raise ValueError(f"params given for method(s) {stray} that are not in methods {self.methods}"
+                             + (f" nor in methods_by_model {dict(self.methods_by_model)}" if self.methods_by_model
+                                else ""))
         return self
+
+    def methods_for(self, model_id: str) -> List[str]:
+        """The methods computed for model ``model_id``: its ``methods_by_model`` entry, else ``methods``."""
+        return list(self.methods_by_model.get(model_id, self.methods))
+
+    def all_methods(self, model_ids: Optional[List[str]] = None) -> List[str]:
+        """Every method some model runs (of ``model_ids``; default: ``methods`` and every
+        ``methods_by_model`` entry), in first-mention order."""
+        lists = ([self.methods_for(m) for m in model_ids] if model_ids is not None
+                 else [self.methods, *self.methods_by_model.values()])
+        return list(dict.fromkeys(m for methods in lists for m in methods))
 
 
 class ReportConfig(_Strict):
@@ -135,6 +160,7 @@ class ReportConfig(_Strict):
     data: DataSettings = Field(default_factory=DataSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     blocks: BlocksSettings = Field(default_factory=BlocksSettings)
+    compare: CompareSettings = Field(default_factory=CompareSettings)
     # Folders of hand-written pages merged into the site, in order; "builtin:<name>" is a folder
     # of the project's site_src/ (common: about and publishing; course: the lecture).
     site_src: List[str] = Field(default_factory=lambda: ["builtin:common"])

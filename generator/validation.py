@@ -2,9 +2,10 @@
 
 :func:`~generator.config.parse_config` types every section (pydantic); this module checks what
 the types cannot: that every name the config uses exists. Model and dataset sources, every
-method in ``outcome``, ``evaluation`` and ``evaluation.roar``, every method's parameters
-(against the typed parameters of :mod:`generator.catalogue`), and every model or dataset id
-used as a key or value in the ``features``, ``evaluation`` and ``blocks`` sections. A typo
+method in ``outcome`` (``methods`` and each ``methods_by_model`` list), ``evaluation``,
+``evaluation.roar`` and ``compare``, every method's parameters (against the typed parameters of
+:mod:`generator.catalogue`), and every model or dataset id used as a key or value in the
+``outcome.methods_by_model``, ``features``, ``evaluation``, ``blocks`` and ``compare`` sections. A typo
 costs a second, not a run, and every problem is reported at once as
 ``file:line: field: message`` with close matches.
 
@@ -135,13 +136,17 @@ def config_problems(config: ReportConfig) -> List[str]:
 
     outcome = config.outcome
     _check_methods(outcome.methods, ("outcome", "methods"), out)
-    _check_params(outcome.params, ("outcome", "params"), outcome.methods, "outcome", out)
+    _check_ids(outcome.methods_by_model, ("outcome", "methods_by_model"), model_ids, "model id", out)
+    for model_id, methods in outcome.methods_by_model.items():
+        _check_methods(methods, ("outcome", "methods_by_model", model_id), out)
+    outcome_methods = outcome.all_methods(model_ids)
+    _check_params(outcome.params, ("outcome", "params"), outcome_methods, "outcome", out)
 
     ev = config.evaluation
     if ev.methods is not None:
         _check_methods(ev.methods, ("evaluation", "methods"), out)
     _check_methods(ev.roar.methods, ("evaluation", "roar", "methods"), out)
-    evaluated = list(dict.fromkeys([*(ev.methods if ev.methods is not None else outcome.methods), *ev.roar.methods]))
+    evaluated = list(dict.fromkeys([*(ev.methods if ev.methods is not None else outcome_methods), *ev.roar.methods]))
     _check_params(ev.params, ("evaluation", "params"), evaluated, "evaluation", out)
     for check in ("selectivity", "sensitivity", "sanity", "roar"):
         settings = getattr(ev, check)
@@ -156,9 +161,32 @@ def config_problems(config: ReportConfig) -> List[str]:
             out.add(("features", "examples_dataset", model_id), _unknown("dataset id", dataset_id, dataset_ids))
     _check_classes(config, out)
 
+    if feats.models is not None:
+        _check_ids(feats.models, ("features", "models"), model_ids, "model id", out, by_index=True)
     if config.blocks.models is not None:
         _check_ids(config.blocks.models, ("blocks", "models"), model_ids, "model id", out, by_index=True)
+    _check_compare(config, model_ids, out)
+    _check_ids(config.compare.similarity.layers, ("compare", "similarity", "layers"), model_ids, "model id", out)
     return out.lines
+
+
+def _check_compare(config: ReportConfig, model_ids: Sequence[str], out: _Problems) -> None:
+    """``compare.models``: model ids; ``compare.methods``: attribution methods some compared model runs."""
+    compare = config.compare
+    models = compare.models
+    if models is not None:
+        _check_ids(models, ("compare", "models"), model_ids, "model id", out, by_index=True)
+    methods = compare.methods
+    if methods is None:
+        return
+    _check_methods(methods, ("compare", "methods"), out)
+    compared = [m for m in (models if models is not None else model_ids) if m in model_ids]
+    run = config.outcome.all_methods(compared)
+    for i, name in enumerate(methods):
+        if name in catalogue.names("attribution") and name not in run:
+            out.add(("compare", "methods", i), f"method {name!r} is computed for none of the compared models "
+                                                f"(they run: {', '.join(run) or 'none'}); add it to outcome.methods "
+                                                "or outcome.methods_by_model")
 
 
 def validate_config(config: ReportConfig) -> ReportConfig:

@@ -327,7 +327,9 @@ def test_a_method_not_defined_for_a_model_is_listed_not_failed(tmp_path: Path, i
     config = _report(tmp_path, image_folder, methods="[saliency, gradcam]")
     assert main(["build", "-q", str(config)]) == 0  # not a failure: the exit status stays 0
     out = capsys.readouterr().out
-    assert "not applicable: gradcam on tiny/pics: Grad-CAM needs" in out and "FAILED" not in out
+    # one reason, said once, with the parts it covers
+    assert "not applicable (2 parts): Grad-CAM needs" in out and "FAILED" not in out
+    assert "gradcam on tiny/pics; CAM segmentation on tiny/pics" in out
     manifest = json.loads((tmp_path / ".modelcard" / "manifest.json").read_text())
     why = "Grad-CAM needs a (B,K,h,w) feature map; this model has none"
     # CAM segmentation thresholds Grad-CAM, so it is not applicable either, for the same reason.

@@ -7,7 +7,9 @@ report are data, not fields.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
+
+from pydantic import Field
 
 from generator.records.base import Number, Part, Record, register
 
@@ -29,6 +31,9 @@ class SelectivityRecord(Record):
     mean_auc: Dict[str, Dict[str, Number]]  # mode -> method -> mean AUC
     score: Dict[str, Number]  # method -> insertion minus deletion mean AUC
     ranking: List[str]  # methods, best score first
+    # method -> "image: reason" for maps the method itself flagged unreliable (absent: none)
+    unreliable: Dict[str, List[str]] = Field(default_factory=dict)
+    aligned: Optional[str] = None  # how the cells follow the model's patches (vision transformers)
 
 
 class SensitivityScores(Part):

@@ -16,15 +16,22 @@ from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.stages.outcome import KIND as OUTCOME_KIND
-from generator.pipeline.stages.outcome import outcome_key, resolve_outcome_targets
+from generator.pipeline.stages.outcome import model_methods, outcome_key, resolve_outcome_targets
 from generator.pipeline.units import Need, Unit
 
-VERSION = "1"
+VERSION = "2"  # 2: selectivity records the maps their method flagged unreliable, and patch alignment
 
 
-def evaluated_methods(config) -> List[str]:
-    """``evaluation.methods`` (default: every outcome method), unknown names dropped by the caller."""
-    return list(config.evaluation.methods if config.evaluation.methods is not None else config.outcome.methods)
+def evaluated_methods(config, model_id: Optional[str] = None) -> List[str]:
+    """``evaluation.methods``; by default the outcome methods of ``model_id``
+    (``outcome.methods_by_model``), or of every model when None. Unknown names are dropped by
+    the caller. Sensitivity and sanity compute their own maps, so an explicit list runs as given;
+    selectivity reads stored maps and keeps only the methods the model has maps for."""
+    if config.evaluation.methods is not None:
+        return list(config.evaluation.methods)
+    if model_id is not None:
+        return model_methods(config, model_id)
+    return config.outcome.all_methods([mc.id for mc in config.models])
 
 
 def method_params(config, method: str) -> Dict[str, Any]:
@@ -82,13 +89,30 @@ def patch_pixels(patch, side: int) -> int:
     return max(1, int(patch))
 
 
+def unreliable_maps(stored: Dict[str, Any], n: int) -> Dict[str, List[str]]:
+    """Method -> "image: reason" for each of the first ``n`` maps its own method flagged as
+    unreliable (LRP's conservation, integrated gradients' completeness): such a map is not the
+    method's explanation, and its curves must not be read as the method's."""
+    out: Dict[str, List[str]] = {}
+    for method, art in stored.items():
+        extras = art.record.get("extras", {})
+        flags, notes = extras.get("reliable"), extras.get("reliability_note") or []
+        if not isinstance(flags, list):
+            continue
+        bad = [f"{image}: {notes[i] if i < len(notes) else ''}".rstrip(": ")
+               for i, (image, ok) in enumerate(zip(art.record["images"][:n], flags[:n])) if not ok]
+        if bad:
+            out[method] = bad
+    return out
+
+
 def selectivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Optional[Unit]:
     """Deletion and insertion curves from the outcome stage's stored maps (no recomputation);
     None when no method's maps are stored."""
     from generator.evaluation import deletion_insertion
 
     s = ctx.config.evaluation.selectivity
-    names = [m for m in evaluated_methods(ctx.config) if m in ctx.config.outcome.methods]
+    names = [m for m in evaluated_methods(ctx.config, mc.id) if m in model_methods(ctx.config, mc.id)]
     keys = {m: outcome_key(ctx, mc, dataset_id, m) for m in names}
     # Only the maps that exist: a method whose maps failed is left out of the curves.
     needs = {m: Need(OUTCOME_KIND, k) for m, k in keys.items() if ctx.store.get(OUTCOME_KIND, k) is not None}
@@ -96,6 +120,11 @@ def selectivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Optio
         return None
     n = _count(ctx, dataset_id, s.images_for(mc.id))
     patch = patch_pixels(s.patch, int(ctx.models[mc.id].spec.input_size[1]))
+    aligned = None
+    tokens = ctx.models[mc.id].spec.tokens
+    if tokens:  # a vision transformer: remove whole patches, as the model sees the image
+        patch = int(tokens["patch"][0])
+        aligned = f"cells aligned to the model's {patch} px patches"
 
     def compute(**stored):
         loaded = ctx.models[mc.id]
@@ -111,7 +140,8 @@ def selectivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Optio
         record: Dict[str, Any] = {"model": mc.id, "dataset": dataset_id, "methods": methods,
                                   "images": first.record["images"][:n], "steps": s.steps, "patch": patch,
                                   "deletion_baseline": s.deletion_baseline, "insertion_baseline": s.insertion_baseline,
-                                  "output": s.output, "auc": {}}
+                                  "output": s.output, "auc": {}, "aligned": aligned,
+                                  "unreliable": unreliable_maps(stored, n)}
         for mode in ("deletion", "insertion"):
             arrays[mode] = np.stack([res[mode]["curves"][m].cpu().numpy() for m in methods]).astype(np.float32)
             record["auc"][mode] = {m: [round(float(v), 6) for v in res[mode]["auc"][m].cpu()] for m in methods}
@@ -139,7 +169,7 @@ def sensitivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Unit:
     from generator.evaluation import class_sensitivity
 
     s = ctx.config.evaluation.sensitivity
-    names = evaluated_methods(ctx.config)
+    names = evaluated_methods(ctx.config, mc.id)
     _check_names(names)
     n = _count(ctx, dataset_id, s.images_for(mc.id))
 
@@ -176,7 +206,7 @@ def sanity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Unit:
     from generator.methods.attribution import ATTRIBUTION_METHODS
 
     s = ctx.config.evaluation.sanity
-    names = evaluated_methods(ctx.config)
+    names = evaluated_methods(ctx.config, mc.id)
     _check_names(names)
     n = _count(ctx, dataset_id, s.images_for(mc.id))
     loaded = ctx.models[mc.id]

@@ -10,7 +10,7 @@ import torch
 
 from generator.artifacts.keys import effective_method_params, method_version
 from generator.artifacts.store import npz_bytes
-from generator.config import ModelConfig
+from generator.config import ModelConfig, ReportConfig
 from generator.pipeline.context import RunContext
 from generator.pipeline.finite import check_logits, check_maps
 from generator.pipeline.inputs import displayed, model_input
@@ -139,15 +139,29 @@ class JointAttribution:
         return self.results[method]
 
 
+def model_methods(config: ReportConfig, model_id: str) -> List[str]:
+    """The attribution methods computed for ``model_id``: ``outcome.methods_by_model[model_id]``
+    where the config names the model there, else ``outcome.methods``."""
+    return config.outcome.methods_for(model_id)
+
+
+def _any_methods(config: ReportConfig) -> bool:
+    return any(model_methods(config, mc.id) for mc in config.models)
+
+
+def _most_methods(config: ReportConfig) -> int:
+    return max((len(model_methods(config, mc.id)) for mc in config.models), default=0)
+
+
 def declare_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
-    """One unit per configured method, on the shown images."""
+    """One unit per method computed for this model (:func:`model_methods`), on the shown images."""
     from generator.methods.attribution import ATTRIBUTION_METHODS
 
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     spec = loaded.spec
     n = min(ctx.config.outcome.images, len(dataset))
     ids: List[str] = [it.id for it in dataset.items[:n]]
-    methods = ctx.config.outcome.methods
+    methods = model_methods(ctx.config, mc.id)
     units = {m: outcome_unit(ctx, mc, dataset_id, m) for m in methods}
     joint = JointAttribution(ctx, mc, dataset_id, {m: unit_key(ctx, u) for m, u in units.items()})
     for method, unit in units.items():
@@ -174,5 +188,5 @@ def declare_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterat
 
 
 register_stage(Stage(name="outcome (attribution)", order=20, declare=declare_outcome,
-                     enabled=lambda config: config.outcome.enabled and bool(config.outcome.methods),
-                     expected=lambda config: len(config.outcome.methods)))
+                     enabled=lambda config: config.outcome.enabled and _any_methods(config),
+                     expected=_most_methods))

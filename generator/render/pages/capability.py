@@ -70,7 +70,9 @@ def _joined(found: Sequence[tuple]) -> str:
 def model_capabilities(config: Any, manifest: Any) -> List[ModelCapabilities]:
     """Every model of the config, every attribution method of the catalogue (then any other
     method the config asks for), from the manifest and records of the run."""
-    requested = list(config.outcome.methods) if config.outcome.enabled else []
+    requested_by = {mc.id: (config.outcome.methods_for(mc.id) if config.outcome.enabled else [])
+                    for mc in config.models}
+    requested = list(dict.fromkeys(m for ms in requested_by.values() for m in ms))
     methods = [e.name for e in catalogue.entries("attribution")]
     methods += [m for m in requested if m not in methods]
     unsupported = {f.what: f.why for f in manifest.record.unsupported}
@@ -84,7 +86,7 @@ def model_capabilities(config: Any, manifest: Any) -> List[ModelCapabilities]:
         if mc.id not in manifest.models:
             entry.error = one_line(failures.get(f"model {mc.id}", "the run has no record of it"))
         for method in methods:
-            entry.cells.append(_cell(manifest, mc.id, method, method in requested, entry.error,
+            entry.cells.append(_cell(manifest, mc.id, method, method in requested_by[mc.id], entry.error,
                                      datasets.get(mc.id, []), unsupported, failures))
         out.append(entry)
     return out
@@ -93,7 +95,8 @@ def model_capabilities(config: Any, manifest: Any) -> List[ModelCapabilities]:
 def _cell(manifest: Any, model: str, method: str, requested: bool, error: str, datasets: Sequence[str],
           unsupported: Mapping[str, str], failures: Mapping[str, str]) -> Capability:
     if not requested:
-        return Capability(method, model, NOT_REQUESTED, reason="not in outcome.methods")
+        return Capability(method, model, NOT_REQUESTED,
+                          reason="not in outcome.methods (or this model's outcome.methods_by_model)")
     if error:
         return Capability(method, model, FAILED, reason=f"the model did not load: {error}")
     failed = [(ds, failures[outcome_label(method, model, ds)]) for ds in datasets

@@ -63,11 +63,15 @@ def _selectivity(site: SiteContext, art) -> Dict[str, Any]:
             p, xs, {_title(m): mean[i].tolist() for i, m in enumerate(rec.methods)},
             f"% of pixels {'removed' if mode == 'deletion' else 'revealed'}",
             f"target {rec.output}", f"{mode.capitalize()} curves (mean over {arrays[mode].shape[1]} images)"))
+    n = len(rec.images)
     ranking = [{"name": m, "title": _title(m), "deletion": rec.mean_auc["deletion"][m],
-                "insertion": rec.mean_auc["insertion"][m], "score": rec.score[m]} for m in rec.ranking]
+                "insertion": rec.mean_auc["insertion"][m], "score": rec.score[m],
+                "unreliable": f"{len(rec.unreliable[m])} of {n}" if rec.unreliable.get(m) else ""}
+               for m in rec.ranking]
     per_image = [{"title": _title(m), "deletion": rec.auc["deletion"][m], "insertion": rec.auc["insertion"][m]}
                  for m in rec.methods]
-    return {"record": rec, "plots": plots, "ranking": ranking, "per_image": per_image}
+    unreliable = [{"title": _title(m), "notes": rec.unreliable[m]} for m in rec.methods if rec.unreliable.get(m)]
+    return {"record": rec, "plots": plots, "ranking": ranking, "per_image": per_image, "unreliable": unreliable}
 
 
 def _sensitivity(art) -> Dict[str, Any]:
