@@ -42,8 +42,8 @@ def _records(work_dir: Path):
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> Dict[str, Path]:
-    """Work folders that hold every kind: the gray report with every dimension on, and a fake
-    Fashion-MNIST report (a model trained here, ROAR / KAR)."""
+    """Work folders that hold every kind: the gray report with every dimension on, a fake
+    Fashion-MNIST report (a model trained here, ROAR / KAR) and two models compared."""
     gray_root = tmp_path_factory.mktemp("records_gray")
     gray = folder_config(gray_root)
     gray.write_text(gray.read_text().replace("outcome:\n  enabled: false\n", "") + FULL)
@@ -60,13 +60,17 @@ def reports(tmp_path_factory) -> Dict[str, Path]:
                              sanity: {enabled: false}
                              roar: {methods: [saliency], fractions: [0.5], train_images: 100, test_images: 100}
                        """))
+    # two models on one dataset: the comparison and representation-similarity kinds
+    from test_compare_pages import write_compare_report
+
+    compare = write_compare_report(tmp_path_factory.mktemp("records_compare"))
     mp = pytest.MonkeyPatch()
     import generator.data.sources as sources
 
     mp.setattr(sources, "FASHION_MNIST_DIRS", [str(data_dir)])
     try:
         out = {}
-        for name, path in (("gray", gray), ("fashion", fashion)):
+        for name, path in (("gray", gray), ("fashion", fashion), ("compare", compare)):
             config = load_config(path)
             summary = run_report(config, show_progress=False)
             assert not summary.failed, summary.failed

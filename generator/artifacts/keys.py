@@ -39,7 +39,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # the ``generator`` folder
 
 # Code shared by everything that runs a model on images: preprocessing, hooks, batching, the
 # finiteness checks. A change here can change any number, so it is in every torch family.
-_MODEL_CODE = ("engine", "pipeline/inputs.py", "pipeline/finite.py", "models/spec.py")
+_MODEL_CODE = ("engine", "pipeline/inputs.py", "pipeline/finite.py", "models/spec.py", "models/tokens.py")
 
 #: Family -> source paths (files or folders, relative to the package) whose contents determine
 #: that family's results. The stage modules are listed too: they build the records.
@@ -56,6 +56,9 @@ FAMILIES: Dict[str, Tuple[str, ...]] = {
                                "pipeline/stages/features_compute.py"),
     "blocks": _MODEL_CODE + ("methods/blocks", "methods/featurevis", "data/imageio.py",
                              "pipeline/stages/blocks.py"),
+    "compare": ("methods/compare", "pipeline/stages/compare.py", "records/compare.py"),
+    "similarity": _MODEL_CODE + ("methods/compare", "methods/featurevis/spatial.py",
+                                 "pipeline/stages/compare_similarity.py", "records/similarity.py"),
     "data": _MODEL_CODE + ("methods/data", "methods/surrogates", "pipeline/stages/data_common.py",
                            "pipeline/stages/data_prototypes.py", "pipeline/stages/data_influence.py",
                            "pipeline/stages/data_surrogate.py"),

@@ -28,6 +28,9 @@ data_influence             :class:`InfluenceRecord`             stages.data_infl
 data_surrogate             :class:`SurrogateRecord`             stages.data_surrogate
 features_*                 :class:`GalleryRecord` and others    stages.features_compute
 blocks, blocks-icons       :class:`BlocksRecord`, ...           stages.blocks
+compare                    :class:`CompareRecord`               stages.compare
+representation_similarity  :class:`SimilarityRecord`            stages.compare_similarity
+representation_grams       :class:`GramsRecord`                 stages.compare_similarity
 =========================  ===================================  =================================
 """
 
@@ -41,6 +44,15 @@ from pydantic import ValidationError
 
 from generator.records.base import RECORD_TYPES, Number, Part, Record, RecordError, format_problems
 from generator.records.blocks import BlocksIconsRecord, BlocksRecord
+from generator.records.compare import (
+    ClassRelation,
+    ComparedModel,
+    CompareRecord,
+    ImageAgreement,
+    MethodAgreement,
+    ModelOnImage,
+    PairAgreement,
+)
 from generator.records.data import (
     DataSplitInfo,
     InfluenceRecord,
@@ -101,6 +113,7 @@ from generator.records.outcome import (
     PredictionsRecord,
     TopClass,
 )
+from generator.records.similarity import GramsRecord, SimilarityParams, SimilarityRecord
 
 #: kind -> version of its record layout.
 SCHEMA_VERSIONS: Dict[str, str] = {kind: cls.SCHEMA for kind, cls in sorted(RECORD_TYPES.items())}
@@ -117,6 +130,8 @@ __all__ = [
     "PrototypesRecord", "RoarBudget", "RoarRecord", "SanityRecord", "SanityScores", "SelectivityRecord",
     "SensitivityRecord", "SensitivityScores", "SkippedFile", "SurrogateFeature", "SurrogateRecord", "SurrogateRule",
     "SurrogateRuleList", "SurrogateTree", "TopClass", "TrainingData", "TrainingEpoch", "TrainingRecord",
+    "ClassRelation", "ComparedModel", "CompareRecord", "ImageAgreement", "MethodAgreement", "ModelOnImage",
+    "PairAgreement", "GramsRecord", "SimilarityParams", "SimilarityRecord",
 ]
 
 

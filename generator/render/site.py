@@ -46,7 +46,8 @@ CARD_SECTIONS = [
 
 
 # Top-level tabs, by dimension; sections not listed here follow in the order builders run.
-SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Building blocks", "Evaluation", "Review"]
+SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Compare", "Building blocks", "Evaluation",
+                 "Review"]
 
 
 # Written into every site folder this tool builds. mkdocs empties the site folder on each build
