@@ -103,13 +103,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from generator.diff import diff_reports, summary_markdown, write_diff
+    """Compare two reports. Exit status: 0 compared (and every ``--fail-on`` rule held); 1 a
+    ``--fail-on`` rule was exceeded, or ``--exit-code`` and something changed; 2 a malformed
+    rule (argparse); an error reading the reports is 1 too, with an ``error:`` line and no summary."""
+    from generator.diff import check_rules, default_output, diff_reports, summary_markdown, write_diff
 
-    diff = diff_reports(Path(args.base), Path(args.head))
-    md, js = write_diff(diff, Path(args.head), Path(args.output) if args.output else None)
+    diff = diff_reports(Path(args.base), Path(args.head), allow_missing_base=args.allow_missing_base,
+                        site_url=args.site_url)
+    if args.fail_on:
+        check_rules(diff, args.fail_on)
+    out = Path(args.output) if args.output else default_output(Path(args.head))
+    md, js = write_diff(diff, Path(args.head), out)
     print(summary_markdown(diff))
-    print(f"written: {md} and {js}; `modelcard render` of HEAD adds a Review page", file=sys.stderr)
+    if out.resolve() == default_output(Path(args.head)).resolve():
+        print(f"written: {md} and {js}; `modelcard render` of HEAD adds a Review page", file=sys.stderr)
+    else:
+        print(f"written: {md} and {js}; note: `modelcard render` of HEAD reads the diff from "
+              f"{default_output(Path(args.head))}, so its site gets no Review page from this one", file=sys.stderr)
+    if diff.failed:
+        failed = [r["rule"] for r in (diff.gate or {}).get("rules", []) if not r["passed"]]
+        print(f"error: --fail-on {', '.join(failed)} exceeded (listed in the summary above)", file=sys.stderr)
+        return 1
     return 1 if (args.exit_code and diff.changed) else 0
+
+
+def _fail_rule(text: str) -> Any:
+    from generator.diff import parse_fail_rule
+
+    try:
+        return parse_fail_rule(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _capability_table(found: List[Any]) -> str:
@@ -230,8 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help="compare two report outputs (folders with manifest.json, or configs)")
     p.add_argument("base")
     p.add_argument("head")
-    p.add_argument("-o", "--output", help="folder for summary.md and diff.json (default: HEAD's report folder/diff)")
-    p.add_argument("--exit-code", action="store_true", help="exit with 1 when something changed")
+    p.add_argument("-o", "--output", help="folder for summary.md, diff.json and the Review page's images (default: "
+                   "HEAD's report folder/diff, where `modelcard render` of HEAD reads them)")
+    p.add_argument("--fail-on", action="append", type=_fail_rule, default=[], metavar="RULE=THRESHOLD",
+                   help="exit with 1 when a rule is exceeded (repeatable): accuracy_drop=0.01 (accuracy fell by more "
+                        "than 1 point), map_change=0.3 (a method's maps: 1 - mean Spearman above 0.3), "
+                        "prediction_change=0.05 (share of changed top-1), cka_drop=0.1 (a layer's CKA below 0.9)")
+    p.add_argument("--exit-code", action="store_true", help="exit with 1 when anything changed")
+    p.add_argument("--allow-missing-base", action="store_true",
+                   help="no base report (the change that adds the first one): say so and exit 0")
+    p.add_argument("--site-url", metavar="URL",
+                   help="where HEAD's site is published: the summary links its Review page")
     p.set_defaults(fn=cmd_diff)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("what", choices=["models", "datasets", "methods", "params"])

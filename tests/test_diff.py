@@ -118,8 +118,9 @@ def test_feature_visualisation_and_decision_set_changes(tmp_path: Path):
     head = _fake_report(tmp_path / "head", changed, np.array([1.0, 3.0]), ["if a then x", "if c then y"], 0.6)
     a, b = Manifest.load(base), Manifest.load(head)
     (fv,) = compare_feature_visualisations(a, b)
-    assert fv["changed"] and fv["units"][0] == {"unit": 7, "pixel_change": 1.0, "objective_base": 2.0,
-                                                "objective_head": 3.0}
+    assert fv["changed"] and {k: fv["units"][0][k] for k in ("unit", "pixel_change", "objective_base",
+                                                             "objective_head")} == {
+        "unit": 7, "pixel_change": 1.0, "objective_base": 2.0, "objective_head": 3.0}
     assert fv["units"][1]["unit"] == 3 and fv["units"][1]["pixel_change"] == 0.0
     (ds,) = compare_decision_sets(a, b)
     assert ds["changed"] and "added: if c then y" in ds["lines"] and "removed: if b then y" in ds["lines"]

@@ -94,7 +94,9 @@ def _model_unit(ctx: RunContext, mc: ModelConfig) -> Unit:
 
     def compute():
         params = sum(p.numel() for p in module.parameters())
-        info = {"model": mc.id, "title": mc.title or mc.id, "spec": spec.to_json(), "parameters": int(params),
+        # the code digest too: a reviewer's diff says when the code computing the model changed
+        info = {"model": mc.id, "title": mc.title or mc.id, "spec": {**spec.to_json(), "code_digest": spec.code_digest},
+                "parameters": int(params),
                 "card": mc.card.model_dump(), "class_names": spec.class_names,
                 "modules": len(list(module.modules())), "training": loaded.artifacts.get("training"),
                 "extra": {k: v for k, v in spec.extra.items() if isinstance(v, (int, float, str))}}

@@ -17,7 +17,7 @@ from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.units import Unit
 
 KIND = "predictions"
-VERSION = "1"
+VERSION = "2"  # 2: topk.npz names every image (ids)
 
 
 @torch.no_grad()
@@ -70,8 +70,9 @@ def declare_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> It
         summary["shown"] = rows
         return summary, {
             "summary": ("summary.json", json_bytes(summary)),
+            # ids: a reviewer's diff names the images whose prediction changed, shown or not
             "topk": ("topk.npz", npz_bytes(index=order.astype(np.int32), probability=top_p.astype(np.float32),
-                                            label=labels)),
+                                            label=labels, ids=np.array([it.id for it in dataset.items[:len(order)]]))),
             "inputs": ("inputs.npz", npz_bytes(pixels=display[:shown],
                                                 ids=np.array([it.id for it in dataset.items[:shown]]))),
         }
