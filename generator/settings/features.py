@@ -25,6 +25,8 @@ class FeaturesSettings(BaseModel):
 
     enabled: bool = False
     profile: Literal["auto", "quick", "full"] = "auto"
+    # model ids to visualise; None: every model of the report
+    models: Optional[List[str]] = None
     # model id -> layers to show (shallow to deep); a model not named gets an even spread
     # of its stages (default_layers), ``layer_count`` of them
     layers: Dict[str, List[str]] = Field(default_factory=dict)

@@ -84,6 +84,9 @@ def feature_dataset(ctx: RunContext, mc: ModelConfig) -> Optional[str]:
 
 
 def _applies(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> bool:
+    models = ctx.config.features.models
+    if models is not None and mc.id not in models:
+        return False
     # Feature visualisation belongs to the model, not to a (model, dataset) pair: run once.
     first = next((ds for m, ds in ctx.pairs() if m.id == mc.id), None)
     return dataset_id == first
@@ -95,6 +98,11 @@ def _check_settings(config: ReportConfig) -> None:
 
     ids = [m.id for m in config.models]
     feats = config.features
+    for model_id in feats.models or []:
+        if model_id not in ids:
+            close = difflib.get_close_matches(model_id, ids, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise config.error(("features", "models"), f"unknown model id {model_id!r}{hint} (models: {ids})")
     for field in ("layers", "examples_dataset", "classes", "deepdream_layers"):
         for model_id in getattr(feats, field):
             if model_id not in ids:
