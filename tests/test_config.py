@@ -20,8 +20,12 @@ datasets:
 
 def test_default_config_is_valid():
     config = load_config()
-    assert [m.id for m in config.models] == ["efficientnet-lite0", "fashion-cnn"]
+    assert [m.id for m in config.models] == ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
+                                             "fashion-cnn"]
     assert config.outcome.methods
+    # the two compared models run a CPU-sized subset, which the comparison shows for all three
+    assert config.outcome.methods_for("efficientnet-lite2") == ["gradcam", "integrated_gradients", "occlusion"]
+    assert set(config.compare.methods or []) <= set(config.outcome.methods_for("efficientnet-lite1"))
     validate_names(config)
 
 

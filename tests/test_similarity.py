@@ -398,3 +398,24 @@ def test_page_renders_heat_maps_and_correspondence(tiny_run):
     assert len(figures) == 3  # one pair, two models within
     undefined = sum(v is None for row in manifest.one("representation_similarity").rec.svcca for v in row)
     assert (f"SVCCA is undefined in {undefined} of 6 cells" in page) == (undefined > 0)
+
+
+def test_iterating_activations_leaves_grad_mode_alone():
+    """A suspended (or abandoned) activation iterator never leaves the caller without gradients:
+    grad mode is global state, and a test after this one once failed for it."""
+    import torch
+    from torch import nn
+
+    from generator.methods.compare.similarity import iter_reduced
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    batches = (torch.randn(2, 3, 8, 8) for _ in range(3))
+    it = iter_reduced(model, ["1"], batches)
+    first = next(it)
+    assert torch.is_grad_enabled() and not first[0].requires_grad
+    assert torch.is_grad_enabled()
+    del it  # abandoned mid-way: closing the generator removes its hooks
+    import gc
+
+    gc.collect()
+    assert torch.is_grad_enabled() and all(not m._forward_hooks for m in model.modules())

@@ -42,7 +42,7 @@ def layer_activation_and_gradient(method: AttributionMethod, layer_name: str, x,
         return out.clone() if not isinstance(output, (tuple, list)) else output
 
     with hooks_removed_after() as handles:
-        handles.append(forward_hook(layer, hook, what="class activation maps"))
+        handles.append(forward_hook(layer, hook))  # TorchScript: the one reason every hooked part shares
 
         def chunk(a: int, b: int) -> None:
             with torch.enable_grad():

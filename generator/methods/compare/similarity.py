@@ -110,18 +110,22 @@ def iter_reduced(model: nn.Module, layers: Sequence[str], inputs: Iterable[torch
         raise ValueError("no layers to compare")
     modules = {name: get_layer(model, name) for name in layers}
     device = model_device(model)
-    with torch.no_grad(), eval_mode(model), capture_activations(model, modules, stop_after=list(layers)) as store:
+    with eval_mode(model), capture_activations(model, modules, stop_after=list(layers)) as store:
         for x in inputs:
-            x = x.to(device)
-            store.clear()
-            run_until_stopped(model, x)
-            missing = [name for name in layers if name not in store]
-            if missing:
-                raise ValueError(f"layer(s) {missing} produced no output in the forward pass")
-            if described is not None and not described:
-                described.update({name: describe_reduction(store[name], view, x.shape[-2:], flatten_max)
-                                  for name in layers})
-            yield [reduce_activation(store[name], view, x.shape[-2:], flatten_max) for name in layers]
+            # Grad mode is global state: it is switched off per batch, never across the ``yield``,
+            # or the caller would run with gradients off while this generator is suspended.
+            with torch.no_grad():
+                x = x.to(device)
+                store.clear()
+                run_until_stopped(model, x)
+                missing = [name for name in layers if name not in store]
+                if missing:
+                    raise ValueError(f"layer(s) {missing} produced no output in the forward pass")
+                if described is not None and not described:
+                    described.update({name: describe_reduction(store[name], view, x.shape[-2:], flatten_max)
+                                      for name in layers})
+                reduced = [reduce_activation(store[name], view, x.shape[-2:], flatten_max) for name in layers]
+            yield reduced
 
 
 def collect_activations(model: nn.Module, layers: Sequence[str], inputs: Iterable[torch.Tensor], *,
