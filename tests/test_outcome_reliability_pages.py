@@ -10,6 +10,16 @@ from generator.cli import main
 from generator.render.pages.outcome import extras_table, reliability_warnings
 
 
+def _saliency_record(tiny_report: Path):
+    """Run the tiny report; its work folder, and the path and JSON of saliency's stored record."""
+    assert main(["run", "-q", str(tiny_report)]) == 0
+    work = tiny_report.parent / ".modelcard"
+    manifest = json.loads((work / "manifest.json").read_text())
+    entry = next(e for e in manifest["artifacts"] if e["kind"] == "attribution" and e["method"] == "saliency")
+    record_path = work / "artifacts" / entry["path"] / "record.json"
+    return work, record_path, json.loads(record_path.read_text())
+
+
 def test_warnings_come_from_the_methods_own_flags():
     extras = {"reliable": [True, False, False], "reliability_note": ["", "conservation 0.42, outside [0.9, 1.1]", ""]}
     assert reliability_warnings(extras, 3) == ["", "conservation 0.42, outside [0.9, 1.1]",
@@ -19,12 +29,7 @@ def test_warnings_come_from_the_methods_own_flags():
 
 
 def test_flagged_maps_are_marked_on_method_and_image_pages(tiny_report: Path, capsys):
-    assert main(["run", "-q", str(tiny_report)]) == 0
-    work = tiny_report.parent / ".modelcard"
-    manifest = json.loads((work / "manifest.json").read_text())
-    entry = next(e for e in manifest["artifacts"] if e["kind"] == "attribution" and e["method"] == "saliency")
-    record_path = work / "artifacts" / entry["path"] / "record.json"
-    record = json.loads(record_path.read_text())
+    work, record_path, record = _saliency_record(tiny_report)
     n = len(record["images"])
     record["extras"] = {**record["extras"], "reliable": [False] + [True] * (n - 1),
                         "reliability_note": ["relevance 0.42 of the logit reached the input"] + [""] * (n - 1)}
@@ -42,12 +47,7 @@ def test_selectivity_marks_maps_their_method_flagged(tiny_report: Path):
     """The evaluation names, per method, the maps the method itself flagged unreliable, and
     the page says their curves are not the method's faithfulness."""
     text = tiny_report.read_text()
-    assert main(["run", "-q", str(tiny_report)]) == 0
-    work = tiny_report.parent / ".modelcard"
-    manifest = json.loads((work / "manifest.json").read_text())
-    entry = next(e for e in manifest["artifacts"] if e["kind"] == "attribution" and e["method"] == "saliency")
-    record_path = work / "artifacts" / entry["path"] / "record.json"
-    record = json.loads(record_path.read_text())
+    work, record_path, record = _saliency_record(tiny_report)
     n = len(record["images"])
     record["extras"] = {**record["extras"], "reliable": [True, False] + [True] * (n - 2),
                         "reliability_note": ["", "completeness gap 40 %"] + [""] * (n - 2)}

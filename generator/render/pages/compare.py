@@ -40,7 +40,8 @@ def _base(dataset_id: str) -> str:
     return f"compare/{slug(dataset_id)}"
 
 
-def _title(site: SiteContext, model_id: str) -> str:
+def model_title(site: SiteContext, model_id: str) -> str:
+    """A model's title as the pages show it (its model page's, else the config's, else its id)."""
     model = site.models.get(model_id)
     if model is not None:
         return str(model["title"])
@@ -86,7 +87,7 @@ def _class_visualisations(site: SiteContext, model_ids: List[str]) -> List[Dict[
 
 def _pair_view(site: SiteContext, pair: PairAgreement, methods: List[str]) -> Dict[str, Any]:
     by_method = {m.method: m for m in pair.methods}
-    return {"models": [_title(site, m) for m in pair.models], "ids": list(pair.models),
+    return {"models": [model_title(site, m) for m in pair.models], "ids": list(pair.models),
             "relation": RELATIONS[pair.classes].format(shared=pair.shared_classes), "classes": pair.classes,
             "top1_agreement": pair.top1_agreement, "top1_compared": pair.top1_compared,
             "top1_agree": list(pair.top1_agree),
@@ -102,7 +103,7 @@ def compare_pages(site: SiteContext) -> List[Any]:
         base = _base(rec.dataset)
         arrays = art.load_npz("maps")
         model_ids = [m.id for m in rec.models]
-        models = [{"id": m.id, "title": _title(site, m.id),
+        models = [{"id": m.id, "title": model_title(site, m.id),
                    "page": site.models[m.id]["page"] if m.id in site.models else None,
                    "input_size": m.input_size, "resize": m.resize, "classes": m.classes, "methods": m.methods}
                   for m in rec.models]
@@ -143,7 +144,7 @@ def _image_view(site: SiteContext, key: str, rec: CompareRecord, arrays: Dict[st
             cells.append(None if values is None else writer.image(
                 f"assets/gen/{key}/map-{i}-{a}-{b}.png", img.overlay(pixels, values, rec.signed[method])))
         outcome_page = f"outcome/{slug(row.model)}/{slug(rec.dataset)}/image-{slug(image.id)}.md"
-        rows.append({"model": row.model, "title": _title(site, row.model), "top_class": row.top_class,
+        rows.append({"model": row.model, "title": model_title(site, row.model), "top_class": row.top_class,
                      "top_probability": row.top_probability, "explains": row.explains,
                      "explains_probability": row.explains_probability, "region": row.region, "cells": cells,
                      "outcome_page": outcome_page if outcome_page in writer.pages else None})

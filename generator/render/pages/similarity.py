@@ -16,6 +16,7 @@ import numpy as np
 from generator.records.similarity import GramsRecord, SimilarityRecord
 from generator.render import images as img
 from generator.render.pages import PageBuilder, SiteContext, register_pages
+from generator.render.pages.compare import model_title
 from generator.render.text import slug
 
 #: Below this many images a CKA value is noisy (its jackknife spread is typically 0.05-0.2):
@@ -105,17 +106,9 @@ def _monotone(matches: List[Dict[str, Any]]) -> Optional[bool]:
     return all(a <= b for a, b in zip(idx, idx[1:]))
 
 
-def _title(site: SiteContext, model_id: str) -> str:
-    model = site.models.get(model_id)
-    if model is not None:
-        return str(model["title"])
-    mc = next((m for m in site.config.models if m.id == model_id), None)
-    return (mc.title or mc.id) if mc is not None else model_id
-
-
 def _pair_view(site: SiteContext, art: Any) -> Dict[str, Any]:
     rec: SimilarityRecord = art.rec
-    title_a, title_b = _title(site, rec.model_a), _title(site, rec.model_b)
+    title_a, title_b = model_title(site, rec.model_a), model_title(site, rec.model_b)
     cka, spread = _values(rec.cka), (_values(rec.cka_spread) if rec.cka_spread is not None else None)
     svcca, knn = _values(rec.svcca), _values(rec.knn)
     figures = {}
@@ -140,7 +133,7 @@ def _pair_view(site: SiteContext, art: Any) -> Dict[str, Any]:
 
 def _within_view(site: SiteContext, art: Any) -> Dict[str, Any]:
     rec: GramsRecord = art.rec
-    title = _title(site, rec.model)
+    title = model_title(site, rec.model)
     cka = _values(rec.cka)
     figure = site.writer.figure(
         f"assets/gen/{art.key}/cka.png",
