@@ -162,7 +162,9 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
             path.unlink()
     docs.mkdir(parents=True, exist_ok=True)
     writer = SiteWriter(docs, environment())
-    writer.stylesheet("assets/modelcard.css", TEMPLATES / "assets" / "modelcard.css")
+    # modelcard.css first, then one stylesheet per area of the site (outcome.css, features.css ...)
+    for sheet in sorted((TEMPLATES / "assets").glob("*.css"), key=lambda p: (p.name != "modelcard.css", p.name)):
+        writer.stylesheet(f"assets/{sheet.name}", sheet)
     site = SiteContext(config=config, manifest=manifest, writer=writer)
     sections: Dict[str, List[Any]] = {}
     order: List[str] = []
