@@ -31,6 +31,9 @@ def main() -> None:
     summary = run_report(config, show_progress=False)
     out = {"benchmark": "default_report", "device": summary.device, "run_seconds": round(summary.seconds, 1),
            "stages": {k: round(v, 1) for k, v in summary.stage_seconds.items()},
+           # the slowest units: where a budget is won or lost
+           "slowest_units": {k: round(v, 1) for k, v in sorted(summary.unit_seconds.items(),
+                                                              key=lambda kv: -kv[1])[:30]},
            "computed": len(summary.computed), "reused": len(summary.reused),
            "failures": [f"{w}: {y}" for w, y in summary.failed]}
     if "--no-render" not in args:

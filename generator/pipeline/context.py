@@ -43,6 +43,9 @@ class RunContext:
     failures: List[Tuple[str, str]] = field(default_factory=list)  # units that failed: the exit code says so
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # unreadable input files, named and skipped
     unsupported: List[Tuple[str, str]] = field(default_factory=list)  # methods not defined for a model, why
+    # Wall seconds of each unit run through the unit runner (reused ones included): what a build
+    # spends its time on, for benchmarks/build.py; never part of a record or the manifest.
+    unit_seconds: Dict[str, float] = field(default_factory=dict)
 
     def record(self, artifact: Artifact, **labels: Any) -> None:
         """Add an artifact to the manifest with labels the renderer looks it up by."""

@@ -62,6 +62,7 @@ class RunSummary:
     device: str = "cpu"
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # unreadable inputs (not failures)
     unsupported: List[Tuple[str, str]] = field(default_factory=list)  # methods not defined for a model
+    unit_seconds: Dict[str, float] = field(default_factory=dict)  # wall time of each unit (not in any record)
 
     def text(self) -> str:
         lines = [f"computed {len(self.computed)} artifact(s), reused {len(self.reused)} from cache, "

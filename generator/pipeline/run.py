@@ -176,4 +176,4 @@ def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
     return RunSummary(computed=list(store.stats.computed), reused=list(store.stats.reused),
                       failed=list(ctx.failures), skipped=list(ctx.skipped), unsupported=list(ctx.unsupported),
                       seconds=time.perf_counter() - started, manifest=str(manifest_path),
-                      stage_seconds=stage_seconds, device=ctx.device.type)
+                      stage_seconds=stage_seconds, device=ctx.device.type, unit_seconds=dict(ctx.unit_seconds))

@@ -29,6 +29,7 @@ The smallest stage::
 from __future__ import annotations
 
 import importlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -136,7 +137,9 @@ def run_unit(ctx: "RunContext", unit: Unit, bar: Any = None) -> Optional[Artifac
         artifact, _ = ctx.store.get_or_compute(unit.kind, key, lambda: _compute(ctx, unit))
         return artifact
 
+    started = time.perf_counter()
     artifact = ctx.guarded(unit.label, work)
+    ctx.unit_seconds[unit.label] = ctx.unit_seconds.get(unit.label, 0.0) + time.perf_counter() - started
     if artifact is not None:
         labels = {name: value for name, value in (("model", unit.model), ("dataset", unit.dataset))
                   if value is not None}
