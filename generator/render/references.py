@@ -37,16 +37,25 @@ def known_references(manifest, writer) -> Dict[str, str]:
     for art in manifest.find("attribution"):
         rec = art.record
         for item in rec.get("images", []):
-            path = f"assets/gen/{art.key}/{slug(item)}.png"
-            if path in writer.assets:
-                refs[f"outcome/{rec['model']}/{rec['dataset']}/{rec['method']}/{item}"] = path
+            path = _shipped(writer, f"assets/gen/{art.key}/{slug(item)}")
+            if path is not None:
+                refs.setdefault(f"outcome/{rec['model']}/{rec['dataset']}/{rec['method']}/{item}", path)
     for art in manifest.find("predictions"):
         rec = art.record
         for row in rec.get("shown", []):
-            path = f"assets/gen/{art.key}/{slug(row['id'])}.png"
-            if path in writer.assets:
-                refs[f"input/{rec['model']}/{rec['dataset']}/{row['id']}"] = path
+            path = _shipped(writer, f"assets/gen/{art.key}/{slug(row['id'])}")
+            if path is not None:
+                refs.setdefault(f"input/{rec['model']}/{rec['dataset']}/{row['id']}", path)
     return refs
+
+
+#: Formats the renderer writes images in (photographic overlays are WebP, small images PNG).
+IMAGE_SUFFIXES = (".webp", ".png", ".jpg")
+
+
+def _shipped(writer, stem: str) -> Optional[str]:
+    """The image the site ships under ``stem`` in whichever format it was written, if any."""
+    return next((stem + s for s in IMAGE_SUFFIXES if stem + s in writer.assets), None)
 
 
 def resolve_references(text: str, page: str, source: Path, refs: Dict[str, str]) -> str:

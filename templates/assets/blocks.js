@@ -1,11 +1,13 @@
-/* Building Blocks pages: hover interaction without a server (plain JavaScript, no build step).
+/* Building Blocks pages: hover and tap interaction without a server (plain JavaScript, no build step).
  *
- * Reads the JSON file named by the page's [data-bb-data] element (written next to the page by
- * the report generator) and updates legends when the reader hovers
+ * Reads the image's data from window.modelcardBlocks, set by the <image>.data.js script the page
+ * loads just before this one (a script, not a fetched file: browsers refuse to fetch files for
+ * pages opened from disk, file://). Updates legends when the reader hovers, taps or clicks
  *   - a position of a layer's grid (.bb-stage .bb-cell[data-cell]): semantic dictionary legend,
  *   - an upper-layer position (.bb-stage[data-role=upper] [data-upper]): layer-to-layer map,
- *   - a neuron group (card [data-group] or flow-diagram node [data-node]): its positions,
- *     top classes and channels.
+ *   - a neuron group (card [data-group], also by keyboard, or flow-diagram node [data-node]):
+ *     its positions, top classes and channels,
+ *   - a link of the group flow: its value and share, in the note under the diagram.
  * Strings from the data are inserted with textContent only, never as HTML.
  */
 (function () {
@@ -80,8 +82,15 @@
     var legend = document.querySelector('.bb-legend[data-layer="' + slug + '"][data-kind="cell"]');
     if (!legend) return;
     var scale = cell.channels.length ? cell.channels[0][1] : 1;
+    // the dictionary's quality figure: share of the position's squared norm its channels carry
+    var sq = 0;
+    cell.channels.forEach(function (p) { if (p[1] > 0) sq += p[1] * p[1]; });
+    var share = cell.magnitude > 0 ? sq / (cell.magnitude * cell.magnitude) : 0;
     fill(legend, "Position (" + cell.row + ", " + cell.col + ") · norm " + fmt(cell.magnitude).replace("+", ""), [
       { rows: cell.channels.map(function (p) { return channelRow(layer, p, scale); }) },
+      { rows: [el("p", "bb-quality", "The " + cell.channels.length + " channels listed carry " +
+        (100 * share).toFixed(1) + "% of the squared activation norm at this position" +
+        (share < 0.5 ? ": most of what fires here is in channels not shown." : "."))] },
       { label: "Attribution to classes here", rows: cell.classes.map(function (p) {
         var r = el("div", "bb-row");
         r.appendChild(el("span", null, className(layer, p[0])));
@@ -147,7 +156,7 @@
     var scale = group.channels.length ? group.channels[0][1] : 1;
     fill(legend, "Group G" + g, [
       { label: "channels", rows: group.channels.map(function (p) { return channelRow(layer, p, scale); }) },
-      { label: "classes", rows: group.classes.map(function (p) {
+      { label: "classes (logit units)", rows: group.classes.map(function (p) {
         var r = el("div", "bb-row");
         r.appendChild(el("span", null, className(layer, p[0])));
         r.appendChild(el("span", null, fmt(p[1])));
@@ -163,11 +172,23 @@
     });
   }
 
+  // Hover (a mouse) and click (a mouse, a tap on a phone) do the same: select what is under the
+  // pointer. A tap also fires mouseover in mobile browsers; doing the same twice is harmless.
+  function onSelect(target, handler) {
+    target.addEventListener("mouseover", handler);
+    target.addEventListener("click", handler);
+  }
+
+  function flowNote(flow, text) {
+    var note = flow.parentNode.querySelector('.bb-flow-note[data-layer="' + flow.getAttribute("data-layer") + '"]');
+    if (note) note.textContent = text;
+  }
+
   function wire(data) {
     Object.keys(data.layers).forEach(function (slug) {
       document.querySelectorAll('.bb-stage[data-layer="' + slug + '"]').forEach(function (stage) {
         var role = stage.getAttribute("data-role");
-        stage.addEventListener("mouseover", function (ev) {
+        onSelect(stage, function (ev) {
           var t = ev.target.closest(".bb-cell");
           if (!t) return;
           if (role === "upper") showUpper(data, slug, Number(t.getAttribute("data-upper")));
@@ -175,16 +196,31 @@
         });
       });
       document.querySelectorAll('.bb-groups[data-layer="' + slug + '"] [data-group]').forEach(function (card) {
-        card.addEventListener("mouseenter", function () { showGroup(data, slug, Number(card.getAttribute("data-group"))); });
+        var show = function () { showGroup(data, slug, Number(card.getAttribute("data-group"))); };
+        card.addEventListener("mouseenter", show);
+        card.addEventListener("click", show);
+        card.addEventListener("focus", show);
       });
       document.querySelectorAll('.bb-flow[data-layer="' + slug + '"]').forEach(function (flow) {
         flow.querySelectorAll("[data-node]").forEach(function (node) {
           var id = node.getAttribute("data-node");
-          node.addEventListener("mouseenter", function () {
+          var show = function () {
             focusNode(flow, id);
             if (id.charAt(0) === "0") showGroup(data, slug, Number(id.slice(2)));
-          });
+          };
+          node.addEventListener("mouseenter", show);
+          node.addEventListener("click", show);
           node.addEventListener("mouseleave", function () { focusNode(flow, null); });
+        });
+        flow.querySelectorAll("path").forEach(function (path) {
+          var title = path.querySelector("title");
+          var show = function () {
+            var from = path.getAttribute("data-from"), to = path.getAttribute("data-to");
+            flowNote(flow, from.replace(/^\d-/, "G") + " → " + to.replace(/^1-/, "G").replace(/^2-/, "class ") + ": " +
+              (title ? title.textContent : ""));
+          };
+          path.addEventListener("mouseenter", show);
+          path.addEventListener("click", show);
         });
       });
     });
@@ -192,14 +228,16 @@
 
   function start() {
     var root = document.querySelector("[data-bb-data]");
-    if (!root || !window.fetch) return;
-    fetch(root.getAttribute("data-bb-data"))
-      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-      .then(function (data) { document.documentElement.setAttribute("data-bb-ready", "1"); wire(data); })
-      .catch(function () {
-        // Opened from disk (file://) browsers refuse fetch: the static legends stay as they are.
-        root.textContent = "Hover legends need the site served over http(s); the static views below still apply.";
-      });
+    if (!root) return;
+    var data = window.modelcardBlocks;
+    if (!data || !data.layers) {
+      // the data script did not load (a file missing from the copy of the site): the static
+      // legends, pictures and numbers of the page still apply
+      root.textContent = "The interactive legends could not load their data; the static views below still apply.";
+      return;
+    }
+    wire(data);
+    document.documentElement.setAttribute("data-bb-ready", "1");
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

@@ -5,9 +5,12 @@ image, and per image three pages: semantic dictionary + activation grid, attribu
 channel, layer-to-layer) and neuron groups with the group flow between consecutive layers.
 
 Interaction needs no server: ``templates/assets/blocks.js`` (plain JavaScript, copied to
-``docs/assets/blocks/blocks.js``) reads a JSON file written next to the pages and updates a
-legend when the reader hovers a grid cell, an upper-layer position or a group. The pages are
-complete without JavaScript (static legends for the strongest cell/group).
+``docs/assets/blocks/blocks.js``) reads the image's data from a script written next to the
+pages (``<image>.data.js`` sets ``window.modelcardBlocks``; a script, not a fetched JSON file, so
+the pages work opened from disk) and updates a legend when the reader hovers or taps a grid
+cell, an upper-layer position or a group. The pages are complete without JavaScript (static
+legends for the strongest cell/group). Every finding carries its quality figure and a plain
+verdict when it is weak (:mod:`generator.render.verdicts`).
 
 Reads the typed ``blocks`` and ``blocks-icons`` records (:mod:`generator.records.blocks`); each
 artifact's ``summary.json`` (cells, groups, attributions, flow) is free-form interface data the
@@ -26,14 +29,17 @@ import numpy as np
 
 from generator import resources
 from generator.records import BlocksIconsRecord, BlocksRecord
+from generator.render import verdicts
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.pages import blocks_views as bv
+from generator.render.pages.outcome import colour_bars
 from generator.render.text import slug
 
 # Found where the templates are (the checkout, or the package's copy in a wheel install).
 JS_SOURCE = str(resources.TEMPLATES / "assets" / "blocks.js")
 JS_TARGET = "assets/blocks/blocks.js"
-DISPLAY = 392  # px: the activation grid (fits next to a 250 px photo in the content column)
+DISPLAY = 392  # px: the activation grid at most (it shrinks to the column on a phone)
+DATA_GLOBAL = "window.modelcardBlocks"  # what <image>.data.js sets and blocks.js reads
 
 
 def _classes(summary: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
@@ -48,7 +54,8 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
     key = art.key
     gh, gw = summary["grid"]
     pixels = bv.big(arr["pixels"], DISPLAY)
-    photo = w.image(f"assets/gen/{key}/photo.png", pixels)
+    # photographic pictures as JPEG / WebP: a page of them stays well under a few MB
+    photo = w.image(f"assets/gen/{key}/photo.jpg", pixels)
     grid_sprite = bv.sprite(w, f"assets/gen/{key}/grid.png", arr["grid_icons"], list(range(gh * gw)), cols=gw)
     k = arr["group_icons"].shape[0]
     group_sprite = bv.sprite(w, f"assets/gen/{key}/groups.png", arr["group_icons"], list(range(k)), cols=k)
@@ -64,17 +71,19 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
         c = names[sa["class"]]
         # a token layer with special tokens: the patch grid's part (the map) and theirs (no place)
         split = tokens["parts"].get(sa["class"]) if tokens is not None and tokens["label"] else None
+        cmap = arr["class_maps"][i]
         class_maps.append({"name": c["name"], "prob": c["prob"], "total": sa["total"], "split": split,
-                           "image": w.image(f"assets/gen/{key}/class-{i}.png",
-                                            bv.map_overlay(pixels, arr["class_maps"][i], True))})
+                           "end": bv.map_end(cmap, True, pixels.shape), "max": float(np.abs(cmap).max()),
+                           "image": w.image(f"assets/gen/{key}/class-{i}.webp", bv.map_overlay(pixels, cmap, True))})
     groups = []
     for g in summary["groups"]:
         gi = g["id"]
+        gmap = arr["group_maps"][gi]
         groups.append({**g, "colour": bv.GROUP_COLOURS[gi % len(bv.GROUP_COLOURS)],
-                       "image": w.image(f"assets/gen/{key}/group-{gi}.png",
-                                        bv.map_overlay(pixels, arr["group_maps"][gi], False)),
+                       "end": bv.map_end(gmap, False, pixels.shape), "max": float(np.abs(gmap).max()),
+                       "image": w.image(f"assets/gen/{key}/group-{gi}.webp", bv.map_overlay(pixels, gmap, False)),
                        "class_names": [[names[c]["name"], v] for c, v in g["classes"]]})
-    group_map = w.image(f"assets/gen/{key}/groups-map.png", bv.group_overlay(pixels, arr["group_maps"]))
+    group_map = w.image(f"assets/gen/{key}/groups-map.webp", bv.group_overlay(pixels, arr["group_maps"]))
     mag = arr["magnitude"]
     strongest = int(np.argmax(mag))
     rankings = []
@@ -94,14 +103,28 @@ def _layer_view(site: SiteContext, art, icons: Optional[bv.Sprite]) -> Dict[str,
         m = np.asarray(summary["layer_to_layer"]["maps"], np.float32)  # Q x (h*w)
         uh, uw = summary["layer_to_layer"]["upper_grid"]
         q = int(np.argmax(np.abs(m).sum(1)))
+        summed, one = m.sum(0).reshape(gh, gw), m[q].reshape(gh, gw)
         l2l = {"upper": rec.upper, "upper_grid": [uh, uw], "strongest": q,
-               "total": w.image(f"assets/gen/{key}/l2l-total.png",
-                                bv.map_overlay(pixels, m.sum(0).reshape(gh, gw), True)),
-               "one": w.image(f"assets/gen/{key}/l2l-{q}.png", bv.map_overlay(pixels, m[q].reshape(gh, gw), True))}
-    return {"key": key, "layer": rec.layer, "upper": rec.upper, "grid": [gh, gw], "photo": photo,
+               "total_end": bv.map_end(summed, True, pixels.shape), "total_max": float(np.abs(summed).max()),
+               "one_end": bv.map_end(one, True, pixels.shape), "one_max": float(np.abs(one).max()),
+               "total": w.image(f"assets/gen/{key}/l2l-total.webp", bv.map_overlay(pixels, summed, True)),
+               "one": w.image(f"assets/gen/{key}/l2l-{q}.webp", bv.map_overlay(pixels, one, True))}
+    cell = summary["cells"][strongest]
+    listed = [v for _, v in cell["channels"] if v > 0]
+    first = summary["channel_attribution"][0] if summary["channel_attribution"] else None
+    quality = {
+        "nmf": verdicts.nmf(float(summary["group_error"]), len(groups)),
+        "dictionary": verdicts.dictionary(sum(v * v for v in listed) / max(cell["magnitude"] ** 2, 1e-30),
+                                          len(cell["channels"])),
+        "ranking": None if first is None else verdicts.ranking(
+            sum(v for _, v in first["support"]), float(summary["spatial_attribution"][0]["total"]),
+            len(first["support"]), int(summary["channels"])),
+    }
+    return {"key": key, "layer": rec.layer, "upper": rec.upper, "grid": [gh, gw], "photo": photo, "quality": quality,
+            "class_totals": {int(sa["class"]): float(sa["total"]) for sa in summary["spatial_attribution"]},
             "summary": summary, "grid_sprite": grid_sprite, "group_sprite": group_sprite, "upper_sprite": upper_sprite,
             "icons": icons, "class_maps": class_maps, "groups": groups, "group_map": group_map,
-            "strongest": strongest, "cell": summary["cells"][strongest], "names": names, "rankings": rankings,
+            "strongest": strongest, "cell": cell, "names": names, "rankings": rankings,
             "competing": competing, "l2l": l2l, "magnitude": mag, "group_maps": arr["group_maps"],
             "slug": slug(rec.layer), "tokens": tokens,
             "shares": bv.token_shares(tokens, summary) if tokens is not None and tokens["label"] else None}
@@ -128,10 +151,29 @@ def _flow_view(lower: Dict[str, Any], upper: Optional[Dict[str, Any]]) -> Option
             to_class = np.array([[rows[g["id"]].get(c, 0.0) for c in top] for g in f["upper_groups"]])
             cls_nodes = [{"label": names[c]["name"] if c in names else upper["names"][c]["name"], "id": f"2-{i}",
                           "icon": None, "sprite": None, "colour": "#888"} for i, c in enumerate(top)]
-    layout = bv.sankey(lo, up, cls_nodes, np.asarray(f["matrix"]), to_class)
+    matrix = np.asarray(f["matrix"], np.float64)
+    layout = bv.sankey(lo, up, cls_nodes, matrix, to_class)
+    # What a link's number is a share of: upper group h's whole activation x gradient (every
+    # lower group plus the part of the lower activation no group reconstructs), and for a link
+    # to a class, the class's total attribution at the upper layer.
+    residual = np.asarray(f.get("residual", [0.0] * matrix.shape[1]), np.float64)
+    upper_totals = matrix.sum(0) + residual
+    class_totals = [upper["class_totals"].get(c, 0.0) for c in lower["summary"]["top_classes"][:3]] \
+        if to_class is not None else []
+    for link in layout["links"]:
+        c0, i = (int(t) for t in link["from"].split("-"))
+        j = int(link["to"].split("-")[1])
+        if c0 == 0:
+            total, of = float(upper_totals[j]), f"upper group G{up[j]['icon']}'s total"
+        else:
+            total, of = float(class_totals[j]), f"{cls_nodes[j]['label']}'s total at {f['upper']}"
+        share = verdicts.share_text(link["value"], total)
+        link["title"] = (f"{link['value']:+.3g}" + (f" = {share.replace(' of ', f' of {of} ', 1)}" if share else ""))
     strongest = max(((i, j, v) for i, row in enumerate(f["matrix"]) for j, v in enumerate(row)), key=lambda t: t[2])
+    i, j, value = strongest
     return {**layout, "lower": f["lower"], "upper": f["upper"], "strongest": strongest,
-            "with_classes": to_class is not None}
+            "strongest_share": verdicts.share_text(value, float(upper_totals[j])),
+            "upper_totals": [float(t) for t in upper_totals], "with_classes": to_class is not None}
 
 
 def _learn_dictionary(v: Dict[str, Any]) -> str:
@@ -150,7 +192,7 @@ def _learn_dictionary(v: Dict[str, Any]) -> str:
             f"there, and locally it argues most for {v['names'][cell['classes'][0][0]]['name']}. Channels "
             + ", ".join(f"{c} (in the top {n} of {k} positions)" for c, k in common)
             + f" recur most across the image; {len(counts)} of {v['summary']['channels']} channels reach a top {n} "
-              "somewhere.")
+              "somewhere. " + v["quality"]["dictionary"].text)
 
 
 def _learn_attribution(v: Dict[str, Any]) -> str:
@@ -170,6 +212,8 @@ def _learn_attribution(v: Dict[str, Any]) -> str:
     parts.append(f"Summed over all positions and channels, the linear approximation of the {r['name']} logit "
                  f"relative to a zero activation at {v['layer']} is {total:+.3g}; a zero activation is not a neutral "
                  f"input, so compare classes and positions with each other rather than reading the sign alone.")
+    if v["quality"]["ranking"] is not None:
+        parts.append(f"Quality of the ranking for {r['name']}: {v['quality']['ranking'].text}")
     if v["tokens"] is not None:
         parts.extend(_learn_tokens(v))
     return " ".join(parts)
@@ -204,9 +248,12 @@ def _learn_groups(v: Dict[str, Any], flow: Optional[Dict[str, Any]]) -> str:
     resid = dict((c, r) for c, r in v["summary"]["group_residual"]).get(top, 0.0)
     share = next((s for s in v["shares"] if s["class"] == top), None) if v["shares"] is not None else None
     where = "the patch grid's activation" if share is not None else "the activation"
-    text = (f"Group G{best['id']} (channels {bv.channel_list(best['channels'])}) drives {name} most at {v['layer']} "
-            f"({bv.fmt(val)}); the part of {where} the {len(v['groups'])} groups do not reconstruct contributes "
-            f"{bv.fmt(resid)}. The factorisation leaves a relative error of {v['summary']['group_error']:.2f}.")
+    total = v["class_totals"].get(top, 0.0)
+    of_total = verdicts.share_text(val, total)
+    text = (f"{v['quality']['nmf'].text} Group G{best['id']} (channels {bv.channel_list(best['channels'])}) drives "
+            f"{name} most at {v['layer']} ({bv.fmt(val)} logit units of activation x gradient"
+            f"{', ' + of_total + ', the class total here' if of_total else ''}); the part of {where} the "
+            f"{len(v['groups'])} groups do not reconstruct contributes {bv.fmt(resid)}.")
     if share is not None:
         label = v["tokens"]["label"]
         text += (f" The {label}, not a place in the image, belong{'' if len(v['tokens']['names']) > 1 else 's'} "
@@ -216,7 +263,11 @@ def _learn_groups(v: Dict[str, Any], flow: Optional[Dict[str, Any]]) -> str:
                  f"{bv.fmt(share['prefix'])}).")
     if flow is not None:
         i, j, fv = flow["strongest"]
-        text += f" In the flow to {flow['upper']}, G{i} feeds upper group G{j} most ({bv.fmt(fv)})."
+        text += (f" In the flow to {flow['upper']}, G{i} feeds upper group G{j} most: {bv.fmt(fv)}, the activation x "
+                 f"gradient of G{i}'s part of {v['layer']} with respect to G{j}'s readout (in {flow['upper']}'s "
+                 "activation units)"
+                 + (f", {flow['strongest_share']}, G{j}'s whole attribution from {v['layer']}."
+                    if flow["strongest_share"] else "."))
     return text
 
 
@@ -263,26 +314,36 @@ def blocks_pages(site: SiteContext) -> List[Any]:
             sprites[icons_rec.layer] = bv.sprite(w, f"assets/gen/{ia.key}/channels.png", data["icons"],
                                                     [int(c) for c in data["channels"]])
         model = site.models.get(model_id, {"title": model_id})
+        dc = next((d for d in getattr(site.config, "datasets", None) or [] if d.id == ds_id), None)
+        dataset_title = (dc.title or dc.id) if dc is not None else ds_id
+        bars = colour_bars(site)
+        paint = {signed: w.image(f"assets/gen/blocks-paint-{'signed' if signed else 'unsigned'}.png",
+                                 bv.paint_bar(signed)) for signed in (False, True)}
         entries, overview = [], []
         for image_id, layer_arts in images.items():
             views = [_layer_view(site, a, sprites.get(a.rec.layer)) for a in layer_arts]
             flows = [_flow_view(v, views[i + 1] if i + 1 < len(views) else None) for i, v in enumerate(views)]
             rec: BlocksRecord = layer_arts[0].rec
             stem = f"{base}/{slug(image_id)}"
-            json_rel = f"{stem}.json"
+            data_rel = f"{stem}.data.js"
             pages = {"dictionary": f"{stem}-dictionary.md", "attribution": f"{stem}-attribution.md",
                      "groups": f"{stem}-groups.md"}
-            here = os.path.dirname(json_rel)
+            here = os.path.dirname(data_rel)
 
             def rel_from_pages(target: str, here: str = here) -> str:
                 return os.path.relpath(target, here)
 
-            path = w.docs / json_rel
+            path = w.docs / data_rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(_page_json(views, rel_from_pages), separators=(",", ":")))
-            common = dict(model=model, dataset=ds_id, image=rec, views=views, flows=flows, pages=pages,
-                          data_file=os.path.basename(json_rel), script=JS_TARGET, colours=bv.GROUP_COLOURS,
-                          display=DISPLAY)
+            # A script that sets a global, not a JSON file to fetch: browsers refuse fetch() on
+            # pages opened from disk (file://), and a <script src> works there.
+            path.write_text(DATA_GLOBAL + " = " + json.dumps(_page_json(views, rel_from_pages), separators=(",", ":"))
+                            + ";\n")
+            w.assets.add(data_rel)
+            (w.docs / f"{stem}.json").unlink(missing_ok=True)  # the fetched file of earlier versions
+            common = dict(model=model, dataset=ds_id, dataset_title=dataset_title, image=rec, views=views,
+                          flows=flows, pages=pages, data_file=data_rel, script=JS_TARGET, colours=bv.GROUP_COLOURS,
+                          display=DISPLAY, bars=bars, paint=paint)
             w.page(pages["dictionary"], "blocks_dictionary.md.j2", learn=[_learn_dictionary(v) for v in views],
                    **common)
             w.page(pages["attribution"], "blocks_attribution.md.j2", learn=[_learn_attribution(v) for v in views],
@@ -293,7 +354,8 @@ def blocks_pages(site: SiteContext) -> List[Any]:
             entries.append({title: [{"Semantic dictionary & activation grid": pages["dictionary"]},
                                     {"Attribution": pages["attribution"]}, {"Neuron groups & flow": pages["groups"]}]})
             overview.append({"image": rec, "views": views, "pages": pages})
-        w.page(f"{base}/index.md", "blocks_overview.md.j2", model=model, dataset=ds_id, images=overview)
+        w.page(f"{base}/index.md", "blocks_overview.md.j2", model=model, dataset=ds_id, dataset_title=dataset_title,
+               images=overview)
         nav.append({f"{model['title']} on {ds_id}": [{"Overview": f"{base}/index.md"}, *entries]})
     return nav
 

@@ -41,6 +41,16 @@ class Sprite:
         return (f"background-image:url('{rel(self.url)}');background-size:{self.cols * px}px {self.rows * px}px;"
                 f"background-position:-{c * px}px -{r * px}px;width:{px}px;height:{px}px")
 
+    def fluid_style(self, key: int, share: float, rel) -> str:
+        """Inline CSS that shows icon ``key`` filling ``share`` of its box's width, in percentages,
+        so an icon grid scaled down to a phone's width keeps every icon inside its cell."""
+        slot = self.index[int(key)]
+        r, c = divmod(slot, self.cols)
+        x = 100 * c / (self.cols - 1) if self.cols > 1 else 0
+        y = 100 * r / (self.rows - 1) if self.rows > 1 else 0
+        return (f"background-image:url('{rel(self.url)}');background-size:{self.cols * 100}% {self.rows * 100}%;"
+                f"background-position:{x:.4g}% {y:.4g}%;width:{100 * share:.1f}%;aspect-ratio:1")
+
     def json(self, rel) -> Dict[str, Any]:
         return {"url": rel(self.url), "cols": self.cols, "rows": self.rows,
                 "index": {str(k): v for k, v in self.index.items()}}
@@ -57,10 +67,20 @@ def pack(icons: np.ndarray, cols: int) -> np.ndarray:
     return sheet
 
 
+#: Icons at least this large are feature visualisations with photographic detail: their sheet
+#: goes out as JPEG (a quarter of the PNG); JPEG's 8 x 8 blocks then line up with the icons
+#: when the side is a multiple of 8, so no icon bleeds into its neighbour.
+JPEG_ICON_SIDE = 32
+
+
 def sprite(writer, rel_path: str, icons: np.ndarray, keys: Sequence[int], cols: Optional[int] = None) -> Sprite:
+    """Pack ``icons`` into one sheet written at ``rel_path`` (its suffix is replaced by .jpg for
+    photographic icons, .png for small ones)."""
     cols = cols or min(16, max(1, len(keys)))
     sheet = pack(icons, cols)
-    url = writer.image(rel_path, sheet)
+    side = int(icons.shape[1])
+    suffix = ".jpg" if side >= JPEG_ICON_SIDE and side % 8 == 0 else ".png"
+    url = writer.image(rel_path.rsplit(".", 1)[0] + suffix, sheet)
     return Sprite(url=url, size=int(icons.shape[1]), cols=cols, rows=sheet.shape[0] // icons.shape[1],
                   index={int(k): i for i, k in enumerate(keys)})
 
@@ -78,6 +98,29 @@ def block_map(m: np.ndarray, h: int, w: int) -> np.ndarray:
     ys = (np.arange(h) * m.shape[0] // h).clip(0, m.shape[0] - 1)
     xs = (np.arange(w) * m.shape[1] // w).clip(0, m.shape[1] - 1)
     return m[ys][:, xs]
+
+
+def map_end(m: np.ndarray, signed: bool, shape: Optional[Sequence[int]] = None) -> float:
+    """Where the overlay's colour scale ends (what the scale's end labels print): the 99.5th
+    percentile of |map| (signed) or of the map (unsigned), as :func:`images.scale_map` computes
+    it on the map enlarged to ``shape`` (the overlay's pixels) by :func:`map_overlay`."""
+    a = np.nan_to_num(np.asarray(m, np.float32))
+    if shape is not None:
+        a = block_map(a, int(shape[0]), int(shape[1]))
+    a = np.abs(a) if signed or a.min() < 0 else a
+    return float(np.percentile(a, img.PERCENTILE)) or float(a.max())
+
+
+def paint_bar(signed: bool, width: int = 160, height: int = 12) -> np.ndarray:
+    """The colour ramp ``blocks.js`` paints hovered maps with (over white): transparent to red
+    for an unsigned map, blue - white - red for a signed one; the same numbers as its paint()."""
+    t = np.linspace(-1 if signed else 0, 1, width)
+    red, blue = np.array([214, 96, 77]), np.array([67, 147, 195])
+    plain = np.array([255, 23, 68])
+    colour = np.where(t[:, None] >= 0, red if signed else plain, blue)
+    a = (np.abs(t) * 0.75)[:, None]
+    row = (255 * (1 - a) + colour * a).clip(0, 255).astype(np.uint8)
+    return np.repeat(row[None], height, 0)
 
 
 def map_overlay(pixels: np.ndarray, m: np.ndarray, signed: bool) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 
 from generator.records import InfluenceRecord, PrototypeEntry, PrototypesRecord, SurrogateRecord
 from generator.render import images as img
+from generator.render import verdicts
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.text import slug
 
@@ -55,6 +56,20 @@ def _base(model_id: str, ds_id: str) -> str:
     return f"data/{slug(model_id)}/{slug(ds_id)}"
 
 
+def dataset_title(site: SiteContext, ds_id: str) -> str:
+    dc = next((d for d in site.config.datasets if d.id == ds_id), None)
+    return (dc.title or dc.id) if dc is not None else ds_id
+
+
+def subjects(split, model_title: str, ds_title: str) -> Dict[str, str]:
+    """Which images a page shows, in words for its title: the training images are the model's
+    own training split when the report trained it, else the reference part of the dataset; the
+    held-out images are the dataset's. A page about training images never says "on <test set>"."""
+    train = f"{model_title}'s training split" if split.from_training else f"{ds_title} (reference part)"
+    held = f"{ds_title}" if split.from_training else f"{ds_title} (held-out part)"
+    return {"train": train, "held": held}
+
+
 def prototype_page(site: SiteContext, art, model: Dict[str, Any], ds_id: str) -> str:
     rec: PrototypesRecord = art.rec
     writer = site.writer
@@ -74,7 +89,8 @@ def prototype_page(site: SiteContext, art, model: Dict[str, Any], ds_id: str) ->
         groups.append({"title": c.name, "anchor": f"class-{c.label}", "n": c.n,
                        "prototypes": entries(c.prototypes), "criticisms": entries(c.criticisms)})
     page = f"{_base(rec.model, ds_id)}/prototypes.md"
-    writer.page(page, "data_prototypes.md.j2", rec=rec, model=model, dataset=ds_id, groups=groups, formulas=FORMULAS)
+    writer.page(page, "data_prototypes.md.j2", rec=rec, model=model, dataset=ds_id, groups=groups, formulas=FORMULAS,
+                subject=subjects(rec.split, model["title"], dataset_title(site, ds_id)))
     return page
 
 
@@ -106,7 +122,8 @@ def influence_page(site: SiteContext, art, model: Dict[str, Any], ds_id: str) ->
                    for side, (xa, xb) in pairs.items()}
     page = f"{_base(rec.model, ds_id)}/influence.md"
     writer.page(page, "data_influence.md.j2", rec=rec, model=model, dataset=ds_id, tests=tests,
-                formulas=FORMULAS, overlap=overlap)
+                formulas=FORMULAS, overlap=overlap,
+                subject=subjects(rec.split, model["title"], dataset_title(site, ds_id)))
     return page
 
 
@@ -149,12 +166,20 @@ def surrogate_page(site: SiteContext, art, model: Dict[str, Any], ds_id: str) ->
                              ("tree", f"Tree (depth ≤ {rec.params['tree_depth']})", len(rec.tree.lengths))):
         m = rec.metrics[key]
         table.append({"title": title, "fit": m["fit"], "held": m["held_out"], "size": size})
+    # The quality of the finding: fidelity against always answering the network's most common
+    # class on the same held-out images, and against the baselines fitted on the same features.
+    majority = verdicts.majority_rate(np.asarray(z["y_held"]).tolist())
+    verdict = verdicts.surrogate(float(held["fidelity"]), majority, float(held["coverage"]),
+                                 {"rule list": float(rec.metrics["rule_list"]["held_out"]["fidelity"]),
+                                  "tree": float(rec.metrics["tree"]["held_out"]["fidelity"])})
     page = f"{_base(rec.model, ds_id)}/decision-set.md"
     writer.page(page, "data_decision_set.md.j2", rec=rec, model=model, dataset=ds_id, rules=rules, table=table,
                 formulas=FORMULAS, default_name=names[rec.default_class],
-                default_list_name=names[rec.rule_list.default_class])
+                default_list_name=names[rec.rule_list.default_class], verdict=verdict, majority=majority,
+                subject=subjects(rec.split, model["title"], dataset_title(site, ds_id)))
     site.shared.setdefault("data_surrogate", {})[(rec.model, ds_id)] = {
-        "fidelity": held["fidelity"], "rules": len(rec.rules), "mean_length": held["mean_length"]}
+        "fidelity": held["fidelity"], "rules": len(rec.rules), "mean_length": held["mean_length"],
+        "majority": majority, "verdict": verdict.text, "weak": verdict.weak}
     return page
 
 

@@ -22,12 +22,15 @@ def data_pages(site: SiteContext) -> List[Any]:
         thumbs = art.load_npz("thumbs")
         shown = []
         for i, item_id in enumerate(thumbs["ids"].tolist()):
-            rel = writer.image(f"assets/gen/{art.key}/{slug(item_id)}.png", img.upscale(thumbs[f"img_{i}"], 84))
+            pixels = img.upscale(thumbs[f"img_{i}"], 84)
+            # photographs as JPEG (a tenth of the PNG), small upscaled images as lossless PNG
+            rel = writer.image(f"assets/gen/{art.key}/{slug(item_id)}{img.picture_suffix(pixels)}", pixels)
             meta = dict(summary.items[i]) if i < len(summary.items) else {}
             shown.append({"id": item_id, "image": rel, **meta})
         dc = next((d for d in config.datasets if d.id == ds_id), None)
+        labelled = bool(summary.class_names) and any(t.get("label") is not None for t in shown)
         entries.append({"id": ds_id, "title": (dc.title if dc and dc.title else ds_id), "summary": summary,
-                        "thumbs": shown})
+                        "thumbs": shown, "labelled": labelled})
     if not entries:
         return []
     writer.page("data/index.md", "data.md.j2", datasets=entries)
