@@ -8,6 +8,7 @@ common-grid maps re-derived from the stored attribution maps by point sampling).
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -135,8 +136,8 @@ def test_pages_exist_and_show_every_model(built):
         assert "nan" not in text.lower().replace("nan&", ""), path.name
     for image in rec.images:
         page = (docs / f"image-{slug(image.id)}.md").read_text()
-        for title in ("Tiny CNN", escaped):  # one row per model, linking to its outcome page
-            assert sum(line.startswith((f"| [{title}](", f"| {title} |")) for line in page.splitlines()) == 1
+        for title in ("Tiny CNN", escaped):  # one section per model, linking to its outcome page
+            assert sum(line.startswith((f"## [{title}](", f"## {title}")) for line in page.splitlines()) == 1
         for row in image.models:  # the class each model predicts and explains is named
             assert f"{row.top_class} (" in page and f"{row.explains} (" in page
     for page in pages:  # the built HTML shows the title as text, never as markup
@@ -226,6 +227,32 @@ def test_common_grid_maps_resample_the_stored_attribution_maps(built):
                 assert np.abs(got - expected).max() <= 0.08 * scale, (model.id, method, image.id)
             # and the region each model reports is where its crop comes from (inside the image)
             assert all(0 <= im.models[a].region[0] < im.models[a].region[2] <= im.size[1] + 1e-6 for im in rec.images)
+
+
+def test_every_map_has_its_scale_and_the_pages_hide_the_toc(built):
+    """Each compared map is a captioned figure with its own labelled scale, whose printed end is
+    the 99.5th percentile of the stored common-grid map; figure pages hide the table of contents."""
+    config, manifest = built
+    art = manifest.one("compare", dataset="pics")
+    rec = art.rec
+    arrays = art.load_npz("maps")
+    docs = config.work_dir / "docs" / "compare" / "pics"
+    for i, image in enumerate(rec.images):
+        page = (docs / f"image-{slug(image.id)}.md").read_text()
+        assert page.startswith("---\nhide:\n  - toc\n---\n")
+        h1 = next(line for line in page.splitlines() if line.startswith("# "))
+        assert "Tiny CNN" in h1 and "pics" in h1
+        for a in range(len(rec.models)):
+            for k, method in enumerate(rec.methods):
+                values = arrays[f"map_{i}_{a}_{k}"]
+                end = f"{float(np.percentile(np.abs(values), 99.5)) or float(np.abs(values).max()) or 1.0:.3g}"
+                label = f'<span class="mc-scale__max">+{end} for</span>' if rec.signed[method] \
+                    else f'<span class="mc-scale__max">{end}</span>'
+                assert label in page, (image.id, a, method)
+        assert page.count('class="mc-scale"') == len(rec.models) * len(rec.methods)
+    html = (config.site_dir / "compare" / "pics" / "method-saliency.html").read_text()
+    assert html.count("<figcaption") == html.count("<figure") > 0
+    assert "colourbar" in html and not re.search(r"<a [^>]*>[^<]*<img[^>]*mc-scale__bar", html)
 
 
 def test_class_visualisations_of_the_same_class_side_by_side(built):

@@ -38,7 +38,7 @@ def test_flagged_maps_are_marked_on_method_and_image_pages(tiny_report: Path, ca
     docs = work / "docs"
     method_page = next(docs.rglob("method-saliency.md")).read_text()
     assert method_page.count("**Not a reliable explanation**: relevance 0\\.42 of the logit") == 1
-    image_pages = [p.read_text() for p in docs.rglob("*.md") if "Input (as the model sees it)" in p.read_text()]
+    image_pages = [p.read_text() for p in docs.rglob("*.md") if "Input, as " in p.read_text()]
     assert sum("**Not a reliable explanation**" in text for text in image_pages) == 1
     assert extras_table({"reliability_note": ["", "x"]}, 2) == []  # notes are not a table column by default
 

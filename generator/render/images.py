@@ -28,14 +28,38 @@ def _lut(name: str) -> np.ndarray:
     return (cmap(np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 
 
+def _scaled_values(attribution: np.ndarray, signed: bool) -> np.ndarray:
+    """The values a scale is taken over: the map (signed), or its magnitude (unsigned maps with
+    negative values, whose sign the unsigned convention does not show)."""
+    a = np.nan_to_num(attribution.astype(np.float32))
+    return a if signed or a.min() >= 0 else np.abs(a)
+
+
+def scale_end(attribution: np.ndarray, signed: bool) -> float:
+    """The value where the map's colour scale ends (the brightest colour; for signed maps -end
+    is the bluest): the 99.5th percentile of |map|, else its maximum when that percentile is 0;
+    1.0 for a map that is 0 everywhere. The pages print it next to each map's colour scale."""
+    a = np.abs(_scaled_values(attribution, signed))
+    return float(np.percentile(a, PERCENTILE)) or float(a.max()) or 1.0
+
+
+def map_range(attribution: np.ndarray, signed: bool) -> dict:
+    """What a page prints about one map's colour scale: ``end`` (:func:`scale_end`), ``peak``
+    (the largest |value|, which can exceed ``end``: those pixels are clipped to the end
+    colour), ``percentile`` (True when ``end`` is the 99.5th percentile, False when the fallback
+    maximum) and ``zero`` (the map is 0 everywhere)."""
+    a = np.abs(_scaled_values(attribution, signed))
+    peak = float(a.max()) if a.size else 0.0
+    pct = float(np.percentile(a, PERCENTILE)) if a.size else 0.0
+    return {"end": scale_end(attribution, signed), "peak": peak, "percentile": pct > 0, "zero": peak == 0.0}
+
+
 def scale_map(attribution: np.ndarray, signed: bool) -> np.ndarray:
     """Map values to [0, 1]: 0..p99.5 for unsigned maps, -p..+p -> 0..1 (0 at 0.5) for signed ones."""
-    a = np.nan_to_num(attribution.astype(np.float32))
+    a = _scaled_values(attribution, signed)
+    hi = scale_end(attribution, signed)
     if signed:
-        hi = float(np.percentile(np.abs(a), PERCENTILE)) or float(np.abs(a).max()) or 1.0
         return np.clip(0.5 + 0.5 * a / hi, 0, 1)
-    a = np.abs(a) if a.min() < 0 else a
-    hi = float(np.percentile(a, PERCENTILE)) or float(a.max()) or 1.0
     return np.clip(a / hi, 0, 1)
 
 
@@ -89,8 +113,14 @@ def jpeg_bytes(pixels: np.ndarray, quality: int = 90) -> bytes:
     the encoder is deterministic, so identical pixels give identical files."""
     arr = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="JPEG", quality=quality, subsampling=0,
-                                                    optimize=True)
+    picture = Image.fromarray(np.ascontiguousarray(arr))
+    try:
+        picture.save(buf, format="JPEG", quality=quality, subsampling=0, optimize=True)
+    except OSError:
+        # Pillow's optimiser needs the whole compressed image in one buffer and fails on very
+        # noisy pictures ("broken data stream"); the unoptimised encoding is as valid, a little larger.
+        buf = io.BytesIO()
+        picture.save(buf, format="JPEG", quality=quality, subsampling=0)
     return buf.getvalue()
 
 
@@ -101,6 +131,26 @@ def webp_bytes(pixels: np.ndarray, quality: int = 82) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="WEBP", quality=quality, method=4)
     return buf.getvalue()
+
+
+def overlay_suffix(source: np.ndarray) -> str:
+    """'.webp' for a heat-map overlay over a photographic image (judged by the image before any
+    nearest-neighbour enlargement: the overlay is smooth, a sixth of the PNG as WebP); '.png'
+    for small images (28 px Fashion-MNIST), whose enlarged pixels stay sharp and small as PNG."""
+    return ".webp" if min(source.shape[:2]) >= PHOTO_MIN_SIDE else ".png"
+
+
+def thumbnail(pixels: np.ndarray, max_side: int = 320) -> np.ndarray:
+    """``pixels`` shrunk (Lanczos) so that its longer side is at most ``max_side``; unchanged
+    when it already fits. Galleries show the thumbnail and open the full size in the lightbox."""
+    h, w = pixels.shape[:2]
+    if max(h, w) <= max_side:
+        return pixels
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    arr = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    out = np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize(size, Image.LANCZOS))
+    return out[:, :, None] if pixels.ndim == 3 and pixels.shape[2] == 1 else out
 
 
 #: Image files the site writes, by suffix.
@@ -173,6 +223,61 @@ def line_plot(path: Path, xs: Sequence[float], series: dict, xlabel: str, ylabel
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(path, fig)
+
+
+def series_plot(path: Path, xs: Sequence[float], series: dict, xlabel: str, ylabel: str, title: str = "",
+                ylim: Optional[tuple] = None, most_lines: int = 6, columns: int = 4) -> None:
+    """Lines that stay readable however many there are. Up to ``most_lines`` series: one chart
+    with the legend outside, right of the plot (never over the lines). More: small multiples,
+    one panel per series with its line in colour and every other series in light grey behind
+    it, on shared axes, each panel titled by its series. Opaque white background
+    (:func:`save_figure`), so the chart reads the same in dark mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Labels are data (image titles): a "$" must not switch matplotlib to mathtext.
+    series = {str(k).replace("$", r"\$"): v for k, v in series.items()}
+    names = list(series)
+    if len(names) <= most_lines:
+        fig, ax = plt.subplots(figsize=(6.4, 3.2))
+        for label, ys in series.items():
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if ylim:
+            ax.set_ylim(*ylim)
+        if title:
+            ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, frameon=False)
+        save_figure(path, fig)
+        return
+    cols = min(columns, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.9 * rows + 0.4), sharex=True, sharey=True,
+                             squeeze=False)
+    colour = plt.rcParams["axes.prop_cycle"].by_key()["color"][0]
+    for k, ax in enumerate(axes.ravel()):
+        if k >= len(names):
+            ax.set_visible(False)
+            continue
+        for other in names:
+            if other != names[k]:
+                ax.plot(xs, series[other], color="#c8c8c8", linewidth=0.8)
+        ax.plot(xs, series[names[k]], color=colour, marker="o", markersize=3, linewidth=1.6)
+        ax.set_title(names[k], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if ylim:
+            ax.set_ylim(*ylim)
+    fig.supxlabel(xlabel, fontsize=9)
+    fig.supylabel(ylabel, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     save_figure(path, fig)
 
 

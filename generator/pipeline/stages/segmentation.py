@@ -4,7 +4,7 @@ bounding box per threshold. Reuses the outcome stage's Grad-CAM maps when they e
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, List, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,14 @@ from generator.pipeline.units import Unit
 
 KIND = "cam_segmentation"
 VERSION = "1"
+#: Grad-CAM's own localisation threshold (15 % of the CAM's maximum, Selvaraju et al. 2017):
+#: always among the thresholds, so the page shows the paper's choice next to the sweep.
+PAPER_THRESHOLD = 0.15
+
+
+def sweep_thresholds(configured: Sequence[float]) -> List[float]:
+    """The configured thresholds with the paper's 15 % added, ascending, without duplicates."""
+    return sorted({round(float(v), 6) for v in configured} | {PAPER_THRESHOLD})
 
 
 def segmentation_arrays(cams: np.ndarray, thresholds, largest_component: bool = False):
@@ -36,6 +44,7 @@ def declare_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> I
     from generator.methods.attribution import ATTRIBUTION_METHODS
 
     settings = ctx.config.evaluation.segmentation
+    thresholds = sweep_thresholds(settings.thresholds)
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
     spec = loaded.spec
     n = min(ctx.config.outcome.images, len(dataset))
@@ -53,9 +62,9 @@ def declare_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> I
             explainer = ATTRIBUTION_METHODS.get("gradcam")(loaded.module, spec, **params)
             cams = explainer.attribute(x, t).maps.cpu().numpy()
             targets = [spec.class_names[int(v)] for v in t.cpu()]
-        masks, boxes, area = segmentation_arrays(cams, settings.thresholds, settings.largest_component)
+        masks, boxes, area = segmentation_arrays(cams, thresholds, settings.largest_component)
         record = {"model": mc.id, "dataset": dataset_id, "images": [it.id for it in dataset.items[:n]],
-                  "targets": list(targets), "thresholds": [float(v) for v in settings.thresholds],
+                  "targets": list(targets), "thresholds": thresholds,
                   "largest_component": settings.largest_component,
                   "area": area.round(5).tolist(), "boxes": boxes.tolist(), "layer": spec.cam_layer}
         # masks are bit-packed: T x B x H x W booleans would dominate the artifact otherwise
@@ -67,7 +76,7 @@ def declare_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> I
     # not an input: the result is the same without them, so they are no ``need``.
     yield Unit(kind=KIND, family="attribution", version=VERSION, label=f"CAM segmentation on {mc.id}/{dataset_id}",
                compute=compute, model=mc.id, dataset=dataset_id,
-               params={"gradcam": effective_method_params("gradcam", params), "thresholds": list(settings.thresholds),
+               params={"gradcam": effective_method_params("gradcam", params), "thresholds": thresholds,
                        "largest": settings.largest_component},
                method="gradcam", method_version=method_version("gradcam"),
                settings={"images": n, "target": ctx.config.outcome.target, "seed": ctx.config.seed,

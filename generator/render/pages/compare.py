@@ -21,11 +21,11 @@ from generator.records.features import ClassesRecord
 from generator.render import images as img
 from generator.render.methods_info import info as method_info
 from generator.render.pages import PageBuilder, SiteContext, register_pages
-from generator.render.pages.features import _picture
-from generator.render.pages.outcome import colour_bars
+from generator.render.pages.features import _pic
+from generator.render.pages.outcome import colour_bars, picture
 from generator.render.text import slug
 
-THUMB = 160  # px: smallest side of a shown map (small images are enlarged, nearest neighbour)
+THUMB = 160  # px: smallest side of a map's file (small images are enlarged, nearest neighbour)
 
 #: How each class relation is said on the pages.
 RELATIONS = {
@@ -74,9 +74,9 @@ def _class_visualisations(site: SiteContext, model_ids: List[str]) -> List[Dict[
         for j, (c, name) in enumerate(zip(rec.classes, rec.names)):
             key = name.strip().lower()
             names.setdefault(key, name)
-            # the features pages write the same file (same stem and pixels)
-            by_model.setdefault(model_id, {})[key] = _picture(site, f"assets/gen/{art.key}/class-{int(c)}",
-                                                              pictures[j])
+            # the features pages write the same files (same stem, pixels and reference)
+            by_model.setdefault(model_id, {})[key] = _pic(site, f"assets/gen/{art.key}/class-{int(c)}",
+                                                          pictures[j], ref=f"classvis/{model_id}/{int(c)}")
     rows = []
     for key, name in names.items():
         cells = [by_model.get(m, {}).get(key) for m in model_ids]
@@ -134,21 +134,24 @@ def _image_view(site: SiteContext, key: str, rec: CompareRecord, arrays: Dict[st
                 image: ImageAgreement, base: str) -> Dict[str, Any]:
     """One image: its common-region picture, and per model its prediction and map overlays."""
     writer = site.writer
-    pixels = img.upscale(arrays[f"image_{i}"], THUMB)
-    picture = writer.image(f"assets/gen/{key}/image-{i}.png", pixels)
+    source = arrays[f"image_{i}"]
+    pixels = img.upscale(source, THUMB)
+    shown = picture(site, f"assets/gen/{key}/image-{i}", pixels, source)
     rows = []
     for a, row in enumerate(image.models):
         cells = []
         for b, method in enumerate(rec.methods):
             values = arrays.get(f"map_{i}_{a}_{b}")
-            cells.append(None if values is None else writer.image(
-                f"assets/gen/{key}/map-{i}-{a}-{b}.png", img.overlay(pixels, values, rec.signed[method])))
+            cells.append(None if values is None else {
+                "picture": picture(site, f"assets/gen/{key}/map-{i}-{a}-{b}",
+                                   img.overlay(pixels, values, rec.signed[method]), source),
+                "range": img.map_range(values, rec.signed[method])})
         outcome_page = f"outcome/{slug(row.model)}/{slug(rec.dataset)}/image-{slug(image.id)}.md"
         rows.append({"model": row.model, "title": model_title(site, row.model), "top_class": row.top_class,
                      "top_probability": row.top_probability, "explains": row.explains,
                      "explains_probability": row.explains_probability, "region": row.region, "cells": cells,
                      "outcome_page": outcome_page if outcome_page in writer.pages else None})
-    return {"id": image.id, "title": image.title, "page": f"{base}/image-{slug(image.id)}.md", "picture": picture,
+    return {"id": image.id, "title": image.title, "page": f"{base}/image-{slug(image.id)}.md", "picture": shown,
             "size": image.size, "region": image.region, "grid": image.grid, "rows": rows,
             "mean_spearman": image.mean_spearman, "mean_topk_iou": image.mean_topk_iou,
             "undefined": image.undefined, "index": i}
