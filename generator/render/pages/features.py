@@ -90,7 +90,8 @@ def unit_page(base: str, layer: str, channel: int) -> str:
 
 def dataset_title(site: SiteContext, dataset_id: str) -> str:
     """The dataset's configured title (its id when it has none)."""
-    dc = next((d for d in site.config.datasets if d.id == dataset_id), None)
+    # A page built without a config (a bare manifest) falls back to the id.
+    dc = next((d for d in getattr(site.config, "datasets", None) or [] if d.id == dataset_id), None)
     return (dc.title or dc.id) if dc is not None else dataset_id
 
 
