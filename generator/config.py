@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from generator.settings.blocks import BlocksSettings
 from generator.settings.compare import CompareSettings
+from generator.settings.concepts import ConceptsSettings
 from generator.settings.data import DataSettings
 from generator.settings.evaluation import EvaluationSettings
 from generator.settings.features import FeaturesSettings
@@ -161,6 +162,7 @@ class ReportConfig(_Strict):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     blocks: BlocksSettings = Field(default_factory=BlocksSettings)
     compare: CompareSettings = Field(default_factory=CompareSettings)
+    concepts: ConceptsSettings = Field(default_factory=ConceptsSettings)
     # Folders of hand-written pages merged into the site, in order; "builtin:<name>" is a folder
     # of the project's site_src/ (common: about and publishing; course: the lecture).
     site_src: List[str] = Field(default_factory=lambda: ["builtin:common"])

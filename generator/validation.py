@@ -167,6 +167,9 @@ def config_problems(config: ReportConfig) -> List[str]:
         _check_ids(config.blocks.models, ("blocks", "models"), model_ids, "model id", out, by_index=True)
     _check_compare(config, model_ids, out)
     _check_ids(config.compare.similarity.layers, ("compare", "similarity", "layers"), model_ids, "model id", out)
+    if config.concepts.models is not None:
+        _check_ids(config.concepts.models, ("concepts", "models"), model_ids, "model id", out, by_index=True)
+    _check_ids(config.concepts.layers, ("concepts", "layers"), model_ids, "model id", out)
     return out.lines
 
 

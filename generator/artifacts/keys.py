@@ -62,6 +62,7 @@ FAMILIES: Dict[str, Tuple[str, ...]] = {
     "data": _MODEL_CODE + ("methods/data", "methods/surrogates", "pipeline/stages/data_common.py",
                            "pipeline/stages/data_prototypes.py", "pipeline/stages/data_influence.py",
                            "pipeline/stages/data_surrogate.py"),
+    "concepts": _MODEL_CODE + ("methods/concepts", "pipeline/stages/concepts.py", "records/concepts.py"),
 }
 
 

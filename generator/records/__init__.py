@@ -31,6 +31,7 @@ blocks, blocks-icons       :class:`BlocksRecord`, ...           stages.blocks
 compare                    :class:`CompareRecord`               stages.compare
 representation_similarity  :class:`SimilarityRecord`            stages.compare_similarity
 representation_grams       :class:`GramsRecord`                 stages.compare_similarity
+concepts_tcav, _rcv, ...   :class:`TcavRecord` and others       stages.concepts
 =========================  ===================================  =================================
 """
 
@@ -53,6 +54,7 @@ from generator.records.compare import (
     ModelOnImage,
     PairAgreement,
 )
+from generator.records.concepts import DissectionRecord, RcvRecord, TcavRecord
 from generator.records.data import (
     DataSplitInfo,
     InfluenceRecord,
@@ -132,6 +134,7 @@ __all__ = [
     "SurrogateRuleList", "SurrogateTree", "TopClass", "TrainingData", "TrainingEpoch", "TrainingRecord",
     "ClassRelation", "ComparedModel", "CompareRecord", "ImageAgreement", "MethodAgreement", "ModelOnImage",
     "PairAgreement", "GramsRecord", "SimilarityParams", "SimilarityRecord",
+    "DissectionRecord", "RcvRecord", "TcavRecord",
 ]
 
 
