@@ -34,6 +34,7 @@ from generator.records import (
 )
 from generator.render import images as img
 from generator.render.pages import PageBuilder, SiteContext, register_pages
+from generator.render.pages.concepts import unit_labels
 from generator.render.pages.features_info import FEATURE_METHODS
 from generator.render.text import slug
 
@@ -281,6 +282,10 @@ def feature_pages(site: SiteContext) -> List[Any]:
         grey = grey_bar(site)
         layers = [_gallery(site, model_id, base, art) for art in galleries]
         for layer in layers:
+            # Dissection labels (the concepts dimension), where a report computed them.
+            labels = unit_labels(manifest, model_id, layer["layer"])
+            for unit in layer["units"]:
+                unit["label"] = labels.get(unit["channel"])
             sets = _unit_sets(site, model_id, layer["layer"])
             examples = _examples(site, model_id, layer["layer"])
             layer["examples"] = examples_summary(site, model_id, layer["layer"])
