@@ -7,6 +7,7 @@ import functools
 import http.server
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator, Optional
@@ -39,6 +40,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A browser that navigates on while a file is still being sent closes the connection;
+        # that is not a failure of the site, and its traceback would only clutter the output.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 @contextlib.contextmanager
 def serve(folder: Path) -> Iterator[str]:
     """``http://127.0.0.1:<free port>`` serving ``folder`` until the block ends."""
@@ -46,7 +57,7 @@ def serve(folder: Path) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server = _Server(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

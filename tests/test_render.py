@@ -48,8 +48,8 @@ def test_site_pages_images_and_escaping(built: Path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index
     assert "<b>bold</b>" not in index and "&lt;b&gt;bold&lt;/b&gt;" in index
     assert "Testing | escaping" in index  # the Markdown escape of "|" is not shown
-    # Missing card fields are shown as missing.
-    assert "Not provided." in index
+    # Missing card fields are named together, once per model, not one line each.
+    assert index.count("Not provided:") == 1 and "contact" in index.split("Not provided:")[1][:400]
     pages = sorted(p.relative_to(site).as_posix() for p in site.rglob("*.html"))
     for expected in ["index.html", "run.html", "data/index.html", "models/tiny.html",
                      "outcome/tiny/pics/index.html", "outcome/tiny/pics/predictions.html",
@@ -118,3 +118,26 @@ def test_site_images_jpeg_for_photographic_png_for_small(tmp_path: Path):
         assert im.format == "PNG" and np.array_equal(np.asarray(im), small[:, :, 0])
     with pytest.raises(ValueError, match="gif"):
         save_image(tmp_path / "c.gif", big)
+
+
+def test_card_precedence_model_then_report_then_embedded():
+    from types import SimpleNamespace
+
+    from generator.config import CardMetadata
+    from generator.models.cards import embedded_card
+    from generator.render.site import card_summary, merged_card
+
+    config = SimpleNamespace(card=CardMetadata(licence="report licence", limitations="report limits"))
+    embedded = embedded_card("embedded:efficientnet_lite0")
+    card = merged_card(config, {"licence": None, "owners": ["the user"], "citation": ""}, embedded)
+    assert card["owners"] == ["the user"]  # the model's config wins
+    assert card["licence"] == "report licence"  # then the report's config
+    assert card["citation"].startswith("Tan, M. and Le, Q. V. (2019)")  # then what is known
+    assert card["training_data"].startswith("ImageNet-1k")
+    assert card["contact"] is None  # known to nobody: stays empty
+    shown, missing = card_summary(card)
+    assert "contact" in missing and "owners" not in missing and "intended use" in missing
+    assert dict(shown)["Model details"][:2] == ["description", "owners"]
+    assert all(fields for _, fields in shown)  # a section with nothing known is left out
+    assert embedded_card("timm:resnet50") == {}
+    assert embedded_card("embedded:fashion_mnist_cnn")["training_data"].startswith("Fashion-MNIST training split")

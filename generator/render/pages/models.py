@@ -11,12 +11,25 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from generator.records import DatasetRecord, ModelRecord, PredictionsRecord, TrainingRecord
+from generator.models.cards import embedded_card
+from generator.records import (
+    AttributionRecord,
+    DatasetRecord,
+    ExamplesRecord,
+    GalleryRecord,
+    ModelRecord,
+    PredictionsRecord,
+    TrainingRecord,
+)
 from generator.render import images as img
 from generator.render.pages import PageBuilder, SiteContext, register_pages
 from generator.render.pages.capability import capability_page
-from generator.render.site import CARD_SECTIONS, merged_card
+from generator.render.pages.outcome import colour_bars
+from generator.render.site import CARD_SECTIONS, card_summary, merged_card
 from generator.render.text import slug
+
+#: px: the short side of each picture of the front page's figure
+FRONT_SIDE = 224
 
 
 def _size(pair: Any, unit: str = "") -> str:
@@ -82,22 +95,111 @@ def model_pages(site: SiteContext) -> List[Any]:
             evaluations.append(entry)
         mc = next((m for m in config.models if m.id == model_id), None)
         page = f"models/{slug(model_id)}.md"
+        card = merged_card(config, info.card, embedded_card(info.spec.source))
+        shown, missing = card_summary(card)
         site.models[model_id] = {
             "id": model_id, "title": info.title or model_id, "page": page, "info": info,
-            "card": merged_card(config, info.card), "training": training, "evaluations": evaluations,
+            "card": card, "card_shown": dict(shown), "card_missing": missing,
+            "training": training, "evaluations": evaluations,
             "source": mc.source if mc else info.spec.source,
             "token_grid": token_grid_text(info.spec.tokens), "capabilities": capability_page(model_id)}
         writer.page(page, "model.md.j2", model=site.models[model_id], sections=CARD_SECTIONS)
     return [{m["title"]: m["page"]} for m in site.models.values()]
 
 
+def _strongest_unit(site: SiteContext, model_id: str, dataset: str, item: str) -> Optional[Dict[str, Any]]:
+    """The unit of the deepest visualised layer that ``item`` excites most, among the units whose
+    dataset examples were recorded (``features_examples``): its channel, layer, activation (the
+    example's value) and gallery visualisation. None when the report has no such unit."""
+    manifest = site.manifest
+    layers = list(site.models[model_id]["info"].spec.layers)
+    found = []
+    for ex in manifest.find("features_examples", model=model_id, dataset=dataset):
+        rec: ExamplesRecord = ex.rec
+        gallery = manifest.one("features_gallery", model=model_id, layer=rec.layer)
+        if gallery is None:
+            continue
+        grec: GalleryRecord = gallery.rec
+        for j, channel in enumerate(rec.channels):
+            if item in rec.items[j] and int(channel) in grec.channels:
+                value = float(rec.values[j][rec.items[j].index(item)])
+                depth = layers.index(rec.layer) if rec.layer in layers else -1
+                found.append((depth, value, rec.layer, int(channel), gallery, rec))
+    if not found:
+        return None
+    depth, value, layer, channel, gallery, rec = max(found, key=lambda f: (f[0], f[1]))
+    grec = gallery.rec
+    pixels = gallery.load_npz("images")["images"][grec.channels.index(channel)]
+    path = site.writer.image(f"assets/gen/{gallery.key}/front-c{channel}{img.picture_suffix(pixels)}",
+                             img.upscale(pixels, FRONT_SIDE))
+    base = f"features/{slug(model_id)}"
+    return {"layer": layer, "channel": channel, "value": value, "reduce": rec.reduce, "image": path,
+            "page": f"{base}/{slug(layer)}/unit-{channel}.md", "layer_page": f"{base}/{slug(layer)}/index.md"}
+
+
+def front_figure(site: SiteContext) -> Optional[Dict[str, Any]]:
+    """One photo, its Grad-CAM and its strongest unit, for the top of the front page.
+
+    The photo is the one the first model with predictions is most confident about (among the
+    images its Grad-CAM covers, when there is one). Each panel is left out when the report
+    lacks it (no Grad-CAM, no feature visualisations); None when there is no shown image at all.
+    """
+    manifest, writer = site.manifest, site.writer
+    for model_id, ds_id in manifest.pairs:
+        pred = manifest.one("predictions", model=model_id, dataset=ds_id)
+        if pred is None or model_id not in site.models:
+            continue
+        summary: PredictionsRecord = pred.rec
+        rows = list(summary.shown)
+        if not rows:
+            continue
+        cam_art = manifest.one("attribution", model=model_id, dataset=ds_id, method="gradcam")
+        cam: Optional[AttributionRecord] = cam_art.rec if cam_art is not None else None
+        candidates = [r for r in rows if cam is None or r.id in cam.images] or rows
+        row = max(candidates, key=lambda r: float(r.top[0].probability) if r.top else 0.0)
+        pixels = pred.load_npz("inputs")["pixels"][rows.index(row)]
+        photo = img.upscale(pixels, FRONT_SIDE)
+        base = f"outcome/{slug(model_id)}/{slug(ds_id)}"
+        figure: Dict[str, Any] = {
+            "model": site.models[model_id], "dataset": ds_id, "title": row.title or row.id,
+            "licence": row.licence, "top": row.top[0] if row.top else None,
+            "photo": writer.image(f"assets/gen/{pred.key}/front-{slug(row.id)}{img.picture_suffix(photo)}", photo),
+            "photo_page": f"{base}/image-{slug(row.id)}.md", "cam": None, "unit": None,
+            "bars": colour_bars(site)}
+        if cam is not None and row.id in cam.images:
+            k = cam.images.index(row.id)
+            heat = cam_art.load_npz("maps")["maps"][k]
+            figure["cam"] = {
+                "image": writer.image(f"assets/gen/{cam_art.key}/front-{slug(row.id)}{img.overlay_suffix(pixels)}",
+                                      img.overlay(photo, heat, cam.signed)),
+                "target": cam.target_names[k], "vmax": img.scale_end(heat, cam.signed), "signed": cam.signed,
+                "page": f"{base}/method-gradcam.md"}
+        figure["unit"] = _strongest_unit(site, model_id, ds_id, row.id)
+        return figure
+    return None
+
+
+def _existing(site: SiteContext, page: Optional[str]) -> Optional[str]:
+    """``page`` when some builder wrote it (the front page is built last), else None: a link to a
+    page another part of the report did not make would break the strict build."""
+    return page if page and page in site.writer.pages else None
+
+
 def front_page(site: SiteContext) -> List[Any]:
     manifest = site.manifest
     found = (manifest.one("dataset", dataset=i) for i in manifest.datasets)
     datasets: List[DatasetRecord] = [a.rec for a in found if a is not None]
+    figure = front_figure(site)
+    if figure is not None:
+        figure["photo_page"] = _existing(site, figure["photo_page"])
+        for part in ("cam", "unit"):
+            if figure[part] is not None:
+                figure[part]["page"] = _existing(site, figure[part]["page"])
+        if figure["unit"] is not None:
+            figure["unit"]["layer_page"] = _existing(site, figure["unit"]["layer_page"])
     site.writer.page("index.md", "index.md.j2", config=site.config, models=list(site.models.values()),
                      sections=CARD_SECTIONS, failures=manifest.record.failures, device=manifest.record.device,
-                     datasets=datasets)
+                     datasets=datasets, figure=figure)
     return ["index.md"]
 
 
@@ -107,5 +209,7 @@ def run_page(site: SiteContext) -> List[Any]:
 
 
 register_pages(PageBuilder(name="models", order=10, section="Models", build=model_pages))
-register_pages(PageBuilder(name="front", order=11, section="Model card", build=front_page))
+# Built after every other part (the section still comes first in the navigation), so the front
+# page links only to pages that exist.
+register_pages(PageBuilder(name="front", order=990, section="Model card", build=front_page))
 register_pages(PageBuilder(name="run", order=1000, section="Run report", build=run_page))
