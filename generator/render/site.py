@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -23,6 +23,7 @@ from generator.render.manifest import Manifest
 from generator.render.pages import SiteContext
 from generator.render.pages import discover as discover_pages
 from generator.render.references import ReferenceError_, known_references, resolve_references
+from generator.render.stamp import clear_stamp, render_stamp, site_is_current, write_stamp
 from generator.render.text import attr_escape, math, md_escape, render_math_in_markdown
 
 if TYPE_CHECKING:  # used in annotations only
@@ -48,6 +49,11 @@ CARD_SECTIONS = [
 # Top-level tabs, by dimension; sections not listed here follow in the order builders run.
 SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Compare", "Building blocks", "Evaluation",
                  "Review"]
+
+
+# Loaded in <head> of every page (mkdocs-material's ``extra.polyfills``): lets the search worker run
+# when the site is opened from disk. Its name must contain "iframe-worker" (see the file).
+WORKER_POLYFILL = "assets/iframe-worker.js"
 
 
 # Written into every site folder this tool builds. mkdocs empties the site folder on each build
@@ -88,6 +94,7 @@ class SiteWriter:
         self.refs: Dict[str, str] = {}
         self.scripts: List[str] = []  # site-relative JavaScript files every page loads
         self.stylesheets: List[str] = []  # site-relative CSS files every page loads
+        self.polyfills: List[str] = []  # site-relative scripts every page loads in <head>, before the theme's
 
     def _ship(self, rel: str, source: Path, loaded_by_every_page: List[str]) -> str:
         target = self.docs / rel
@@ -106,6 +113,10 @@ class SiteWriter:
     def stylesheet(self, rel: str, source: Path) -> str:
         """Ship a CSS file (copied from ``source``) and load it on every page."""
         return self._ship(rel, source, self.stylesheets)
+
+    def polyfill(self, rel: str, source: Path) -> str:
+        """Ship a JavaScript file that every page loads in ``<head>``, before the theme's own script."""
+        return self._ship(rel, source, self.polyfills)
 
     def ref(self, name: str, rel: str) -> None:
         """Offer ``rel`` to hand-written pages as ``modelcard:<name>``."""
@@ -136,14 +147,26 @@ class SiteWriter:
                 path.write_text(text)
 
 
-def merged_card(config: ReportConfig, model_card: Dict[str, Any]) -> Dict[str, Any]:
-    """Model-level metadata over report-level metadata; empty stays empty (shown as missing)."""
-    base = config.card.model_dump()
-    out = {}
-    for field in CardMetadata.model_fields:
-        value = model_card.get(field)
-        out[field] = value if value not in (None, [], "") else base.get(field)
-    return out
+def _given(value: Any) -> bool:
+    return value not in (None, [], "")
+
+
+def merged_card(config: ReportConfig, model_card: Dict[str, Any],
+                embedded: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Model-level metadata over report-level metadata over what is known about an embedded
+    model (``embedded``, :mod:`generator.models.cards`); empty stays empty (shown as missing)."""
+    layers = [model_card, config.card.model_dump(), embedded or {}]
+    return {field: next((layer[field] for layer in layers if _given(layer.get(field))), None)
+            for field in CardMetadata.model_fields}
+
+
+def card_summary(card: Dict[str, Any], sections: List[Tuple[str, List[str]]] = CARD_SECTIONS
+                 ) -> Tuple[List[Tuple[str, List[str]]], List[str]]:
+    """(sections with the fields that have a value, names of the fields that have none), so a page
+    lists what is known and names everything missing in one line instead of a line per field."""
+    shown = [(title, [f for f in fields if _given(card.get(f))]) for title, fields in sections]
+    missing = [f.replace("_", " ") for _, fields in sections for f in fields if not _given(card.get(f))]
+    return [(title, fields) for title, fields in shown if fields], missing
 
 
 def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True) -> Path:
@@ -155,6 +178,15 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
     check_site_src(config)
     work = config.work_dir
     manifest = Manifest.load(work)
+    stamp = None
+    if build:
+        # Nothing that determines the site changed since it was built: reuse it (a rebuild
+        # with nothing changed then costs seconds; generator/render/stamp.py says what counts).
+        stamp = render_stamp(work / "manifest.json",
+                             {"config": config.model_dump(mode="json"), "strict": strict},
+                             [folder for _, folder in _site_src_entries(config)], TEMPLATES, BASE_MKDOCS)
+        if site_is_current(config.site_dir, stamp):
+            return config.site_dir
     docs = work / "docs"
     # Pages are rewritten each time; generated images are kept and pruned, so unchanged ones stay.
     if docs.exists():
@@ -165,6 +197,7 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
     # modelcard.css first, then one stylesheet per area of the site (outcome.css, features.css ...)
     for sheet in sorted((TEMPLATES / "assets").glob("*.css"), key=lambda p: (p.name != "modelcard.css", p.name)):
         writer.stylesheet(f"assets/{sheet.name}", sheet)
+    writer.polyfill(WORKER_POLYFILL, TEMPLATES / "assets" / Path(WORKER_POLYFILL).name)
     site = SiteContext(config=config, manifest=manifest, writer=writer)
     sections: Dict[str, List[Any]] = {}
     order: List[str] = []
@@ -192,13 +225,16 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
         nav.append(nav.pop(run_index))
     writer.flush()
     _prune(docs, writer)
-    mkdocs_file = _write_mkdocs_config(config, docs, nav, writer.scripts, writer.stylesheets)
+    mkdocs_file = _write_mkdocs_config(config, docs, nav, writer.scripts, writer.stylesheets, writer.polyfills)
     if build:
         # Marked before mkdocs runs, so a build that fails half-way leaves a folder the next
         # build may empty; marked again after, in case an mkdocs version stops keeping dot-files.
         _mark_site(config.site_dir)
+        clear_stamp(config.site_dir)  # a build that fails half-way must never look current
         _mkdocs_build(mkdocs_file, config.site_dir, strict)
         _mark_site(config.site_dir)
+        if stamp is not None:
+            write_stamp(config.site_dir, stamp)
     return config.site_dir
 
 
@@ -425,7 +461,7 @@ def _escape_nav(nav: Any) -> Any:
 
 
 def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any], scripts: List[str],
-                         stylesheets: List[str] = ()) -> Path:
+                         stylesheets: List[str] = (), polyfills: List[str] = ()) -> Path:
     base = yaml.safe_load(BASE_MKDOCS.read_text()) if BASE_MKDOCS.exists() else {}
     base.update({"site_name": html.escape(config.title, quote=False), "docs_dir": str(docs.resolve()),
                  "nav": _escape_nav(nav),
@@ -438,6 +474,11 @@ def _write_mkdocs_config(config: ReportConfig, docs: Path, nav: List[Any], scrip
         base["extra_javascript"] = list(base.get("extra_javascript", [])) + scripts
     if stylesheets:
         base["extra_css"] = list(base.get("extra_css", [])) + list(stylesheets)
+    # Search results name model and dataset (generator/render/mkdocs_hooks.py).
+    base["hooks"] = list(base.get("hooks", [])) + [str(Path(__file__).with_name("mkdocs_hooks.py"))]
+    if polyfills:
+        extra = base.setdefault("extra", {})
+        extra["polyfills"] = list(extra.get("polyfills", [])) + list(polyfills)
     if config.description:
         base["site_description"] = html.escape(config.description)
     path = config.work_dir / "mkdocs.yml"
