@@ -1,103 +1,222 @@
-"""The built default site in headless Chromium: every page loads, no broken image or link,
-no console error; screenshots of the front page and one gallery.
+"""The built default site in headless Chromium, as a reader meets it: served over http and
+opened from disk (file://).
 
-Building the default report takes minutes on a CPU the first time (the Fashion-MNIST CNN is
+Every page is visited from both, at 1280 px, in one browser (a few tabs at once, no waits beyond
+each page's own load); each visit fails on a console error, an uncaught exception or a failed request,
+a broken image, an unlabelled colour bar (or a colour scale inside a link) and a literal HTML
+entity in the visible text (the checks are in ``tests/site_checks.py``, each proven able to
+fail by ``tests/test_browser_checks.py``). Links are checked against the files, from the HTML. Search must
+find method names from both. From the files: no page over 5 MB with what it loads, no long
+numeric table in the search index, no two pages with the same title.
+
+At 390 px only one page per template is checked for sideways overflow: the largest page of
+each kind (``site_checks.page_kind``: top folder, depth and file-name prefix). Pages of one
+template share their layout, and a third pass over all ~250 pages would cost a minute more.
+
+The site is the default report at test size (``tests/e2e_config.py``: every model, dimension,
+method and page kind of the default report, with fewer images, one training epoch and smaller
+ROAR and data pools), so the suite stays within its budget; ``benchmarks/site_weight.py`` measures
+the full-size default site. The first build takes a few minutes on a CPU (the Fashion-MNIST CNN is
 trained once); artifacts are cached in ``.modelcard-e2e/`` so later runs only re-render.
+``MODELCARD_SITE=<folder>`` tests an already built site instead (e.g. a copy of the default
+report rendered elsewhere), without building anything.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlparse
+from typing import Dict, List
 
 import pytest
 
+from tests import site_checks as checks
+from tests.e2e_config import write_test_size_config
 from tests.site_server import CHROMIUM_ARGS, browser_unavailable, chromium_path, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 E2E = ROOT / ".modelcard-e2e"
+SEARCH_TERMS = ["Integrated gradients", "Grad-CAM", "occlusion"]
+TABS = 4  # pages loading at once in the one browser
 
 pytestmark = pytest.mark.skipif(browser_unavailable() is not None, reason=str(browser_unavailable()))
 
 
-@pytest.fixture(scope="module")
-def default_site() -> Path:
+def _build_default() -> Path:
     if not Path("/usr/share/datasets/fashion-mnist").exists():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    E2E.mkdir(exist_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "generator.cli", "build", "-q"], cwd=E2E, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    report = write_test_size_config(E2E)
+    proc = subprocess.run([sys.executable, "-m", "generator.cli", "build", "-q", report.name], cwd=E2E,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 failure(s)" in proc.stdout, proc.stdout
     return E2E / "site"
 
 
-def test_every_page_loads_without_errors(default_site: Path):
+@pytest.fixture(scope="module")
+def default_site() -> Path:
+    given = os.environ.get("MODELCARD_SITE")
+    if given:
+        site = Path(given).resolve()
+        assert (site / "index.html").is_file(), f"MODELCARD_SITE={given} holds no built site"
+        return site
+    return _build_default()
+
+
+@pytest.fixture(scope="module")
+def pages(default_site: Path) -> List[str]:
+    found = sorted(p.relative_to(default_site).as_posix() for p in default_site.rglob("*.html")
+                   if p.name != "404.html")
+    assert "index.html" in found and len(found) > 10
+    return found
+
+
+def _label(base: str) -> str:
+    return base.split(":")[0]  # http or file
+
+
+async def _visit_async(bases: List[str], pages: List[str], width: int, check, tabs: int) -> List[str]:
+    from playwright.async_api import async_playwright
+
+    queue = collections.deque((base, rel) for base in bases for rel in pages)
+    problems: List[str] = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+
+        async def tab() -> None:
+            page = await browser.new_page(viewport={"width": width, "height": 1000})
+            watch = checks.ConsoleWatch(page)
+            while queue:
+                base, rel = queue.popleft()
+                await page.goto(f"{base}/{rel}", wait_until="load")
+                found = list(await check(page)) + watch.take()
+                problems.extend(f"{_label(base)} {rel}: {p}" for p in found)
+            await page.close()
+
+        await asyncio.gather(*(tab() for _ in range(tabs)))
+        await browser.close()
+    return sorted(problems)
+
+
+def _visit(bases: List[str], pages: List[str], width: int, check, tabs: int = TABS) -> List[str]:
+    """Each page from each base in one browser with ``tabs`` pages at a time (page loads wait on
+    files and scripts, so a few tabs keep the CPUs busy); the problems ``check`` and the console
+    report, each naming its page. No waits besides each page's own load."""
+    return asyncio.run(_visit_async(bases, pages, width, check, tabs))
+
+
+def test_every_page_from_http_and_from_disk(default_site: Path, pages: List[str]):
+    problems = [f"{rel}: {p}" for rel in pages
+                for p in checks.broken_links(default_site, default_site / rel)
+                + checks.missing_images(default_site, default_site / rel)]
+    with serve(default_site) as http_base:
+        problems += _visit([http_base, default_site.as_uri()], pages, 1280, checks.page_problems)
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])
+
+
+def test_screenshots(default_site: Path, pages: List[str]):
     from playwright.sync_api import sync_playwright
 
-    pages = sorted(p.relative_to(default_site).as_posix() for p in default_site.rglob("*.html")
-                   if p.name != "404.html")
-    assert "index.html" in pages and len(pages) > 10
-    problems = []
     shots = E2E / "screenshots"
-    shots.mkdir(exist_ok=True)
-    with serve(default_site) as base, sync_playwright() as pw:
+    shots.mkdir(parents=True, exist_ok=True)
+    gallery = next((p for p in pages if p.startswith("features/") and p.count("/") == 3
+                    and p.endswith("index.html")),
+                   next(p for p in pages if p.startswith("outcome/") and p.endswith("index.html")))
+    with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        errors = []
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
-        checked_links = set()
-        for rel in pages:
-            errors.clear()
-            url = f"{base}/{rel}"
-            page.goto(url, wait_until="load")
-            # Gallery images load lazily: ask for all of them now and wait until each settles.
-            page.evaluate("""() => Promise.all([...document.images].map(img => {
-                img.loading = 'eager';
-                return img.complete ? null : new Promise(done => { img.onload = img.onerror = done; });
-            }))""")
-            broken = page.eval_on_selector_all(
-                "img", "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))")
-            if broken:
-                problems.append(f"{rel}: broken images {broken[:3]}")
-            for href in page.eval_on_selector_all("a[href]", "as => as.map(a => a.href)"):
-                target, _ = urldefrag(href)
-                if not target.startswith(base) or target in checked_links:
-                    continue
-                checked_links.add(target)
-                path = default_site / urlparse(target).path.lstrip("/")
-                if path.is_dir():
-                    path = path / "index.html"
-                if not path.exists():
-                    problems.append(f"{rel}: broken link {href}")
-            if errors:
-                problems.append(f"{rel}: console errors {errors[:3]}")
-        page.goto(f"{base}/index.html")
-        page.screenshot(path=str(shots / "front.png"), full_page=False)
-        gallery = next((p for p in pages if p.startswith("features/") and p.count("/") == 3
-                        and p.endswith("index.html")),
-                       next(p for p in pages if p.startswith("outcome/") and p.endswith("index.html")))
-        page.goto(urljoin(base + "/", gallery))
-        page.screenshot(path=str(shots / "gallery.png"), full_page=False)
+        for rel, name, width in (("index.html", "front", 1280), ("index.html", "front-phone", 390),
+                                 (gallery, "gallery", 1280)):
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.goto(f"{default_site.as_uri()}/{rel}", wait_until="load")
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=False)
+            page.close()
         browser.close()
-    assert not problems, "\n".join(problems[:30])
-    assert (shots / "front.png").stat().st_size > 10_000 and (shots / "gallery.png").stat().st_size > 10_000
+    assert all((shots / f"{n}.png").stat().st_size > 10_000 for n in ("front", "front-phone", "gallery"))
 
 
-def test_default_site_renders_from_a_wheel_without_torch(default_site: Path, render_install, tmp_path: Path):
-    """The default report's artifacts, rendered by the render-only wheel install from a folder
+def test_search_finds_method_names_from_http_and_from_disk(default_site: Path, pages: List[str]):
+    from playwright.sync_api import sync_playwright
+
+    deep = next(p for p in pages if p.count("/") >= 3)  # a page in a sub-folder: relative paths to the index
+    failures = []
+    with serve(default_site) as http_base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        for base in (http_base, default_site.as_uri()):
+            for rel in ("index.html", deep):
+                page = browser.new_page(viewport={"width": 1280, "height": 1000})
+                watch = checks.ConsoleWatch(page)
+                page.goto(f"{base}/{rel}", wait_until="load")
+                for term in SEARCH_TERMS:
+                    hits, line = checks.search_hits(page, term)
+                    if hits == 0:
+                        failures.append(f"{_label(base)} {rel}: search for {term!r} found nothing ({line})")
+                failures += [f"{_label(base)} {rel}: {e}" for e in watch.take()]
+                page.close()
+        browser.close()
+    assert not failures, "\n".join(failures)
+
+
+def _one_page_per_template(site: Path, pages: List[str]) -> List[str]:
+    """The largest HTML file of each page kind: the one most likely to overflow."""
+    kinds: Dict[tuple, str] = {}
+    for rel in pages:
+        kind = checks.page_kind(rel)
+        if kind not in kinds or (site / rel).stat().st_size > (site / kinds[kind]).stat().st_size:
+            kinds[kind] = rel
+    return sorted(kinds.values())
+
+
+def test_no_sideways_overflow_on_a_phone(default_site: Path, pages: List[str]):
+    sample = _one_page_per_template(default_site, pages)
+    assert "index.html" in sample and len(sample) >= 10
+    with serve(default_site) as http_base:
+        problems = _visit([http_base, default_site.as_uri()], sample, 390, checks.overflow_problems)
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])
+
+
+def test_no_page_over_5_mb(default_site: Path, pages: List[str]):
+    heavy = [p for p in (checks.page_weight_problem(default_site, default_site / rel) for rel in pages) if p]
+    assert not heavy, "\n".join(heavy)
+
+
+def test_search_index_works_offline_and_holds_no_numeric_tables(default_site: Path):
+    index = checks.read_search_index(default_site)
+    assert (default_site / "search" / "search_index.js").is_file()  # loaded by a script tag from file://
+    assert "unpkg.com" not in (default_site / "index.html").read_text()  # nothing from a CDN
+    assert checks.numeric_index_entries(index) == []
+
+
+def test_page_titles_name_what_they_show(default_site: Path):
+    """Search results list page titles: two pages with one title ("Grad-CAM", "Overview") cannot
+    be told apart, so every title must name its model or dataset."""
+    index = checks.read_search_index(default_site)
+    titles = collections.defaultdict(list)
+    for doc in index["docs"]:
+        if "#" not in doc["location"]:
+            titles[re.sub(r"\s+", " ", doc["title"]).strip()].append(doc["location"])
+    shared = {t: locs for t, locs in titles.items() if len(locs) > 1}
+    assert not shared, "\n".join(f"{t!r}: {len(locs)} pages, e.g. {locs[:3]}" for t, locs in sorted(shared.items()))
+
+
+def test_default_site_renders_from_a_wheel_without_torch(render_install, tmp_path: Path):
+    """The browser test's report (the default at test size), rendered by the render-only wheel install from a folder
     outside the checkout, give the same pages as the development install."""
     import shutil
 
     from render_install import run
 
+    if os.environ.get("MODELCARD_SITE"):
+        pytest.skip("compares with the default report's own render in .modelcard-e2e (MODELCARD_SITE is set)")
+    _build_default()
     shutil.copytree(E2E / ".modelcard" / "artifacts", tmp_path / ".modelcard" / "artifacts")
     shutil.copy(E2E / ".modelcard" / "manifest.json", tmp_path / ".modelcard" / "manifest.json")
-    run([render_install.modelcard, "render"], tmp_path)  # no argument: the embedded default report
+    shutil.copy(E2E / "report.yaml", tmp_path / "report.yaml")
+    run([render_install.modelcard, "render", "report.yaml"], tmp_path)
     assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "lecture.html").is_file()
     ours, theirs = E2E / ".modelcard" / "docs", tmp_path / ".modelcard" / "docs"
     pages = sorted(p.relative_to(ours) for p in ours.rglob("*.md"))
