@@ -47,7 +47,7 @@ CARD_SECTIONS = [
 
 
 # Top-level tabs, by dimension; sections not listed here follow in the order builders run.
-SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Outcome", "Compare", "Building blocks", "Evaluation",
+SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Concepts", "Outcome", "Compare", "Building blocks", "Evaluation",
                  "Review"]
 
 
