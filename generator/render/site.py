@@ -47,8 +47,8 @@ CARD_SECTIONS = [
 
 
 # Top-level tabs, by dimension; sections not listed here follow in the order builders run.
-SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Concepts", "Outcome", "Compare", "Building blocks", "Evaluation",
-                 "Review"]
+SECTION_ORDER = ["Model card", "Models", "Data", "Model", "Concepts", "Outcome", "Compare", "Building blocks",
+                 "Evaluation", "Review"]
 
 
 # Loaded in <head> of every page (mkdocs-material's ``extra.polyfills``): lets the search worker run
