@@ -88,7 +88,9 @@ def test_stage_artifacts(evaluated):
     seg = manifest.one("cam_segmentation", model="tiny", dataset="pics")
     arrays = seg.load_npz("segmentation")
     masks = unpack_masks(arrays)
-    assert masks.shape == (3, 4, 32, 32)
+    # the configured thresholds, plus any the stage always adds (Grad-CAM's own 15 %)
+    assert {0.2, 0.5, 0.8} <= set(seg.record["thresholds"])
+    assert masks.shape == (len(seg.record["thresholds"]), 4, 32, 32)
     cams = found["gradcam"].load_npz("maps")["maps"]
     np.testing.assert_array_equal(arrays["cams"], cams)  # reuses the outcome stage's Grad-CAM
     for ti, t in enumerate(seg.record["thresholds"]):
@@ -116,7 +118,12 @@ def test_evaluation_numbers_match_curves(evaluated):
     # deletion starts and insertion ends at the unmodified image's probability
     np.testing.assert_allclose(curves["deletion"][:, :, 0], curves["insertion"][:, :, -1], atol=1e-5)
     scores = {m: rec["mean_auc"]["insertion"][m] - rec["mean_auc"]["deletion"][m] for m in rec["methods"]}
-    assert rec["ranking"] == sorted(rec["methods"], key=lambda m: -scores[m])
+    # methods whose maps are mostly degenerate (empty, constant) are left out of the order
+    ranked = [m for m in rec["methods"] if m not in rec["excluded"]]
+    assert rec["ranking"] == sorted(ranked, key=lambda m: -scores[m])
+    for m, maps in rec["degenerate"].items():
+        assert all(d["problem"] in ("all zero", "constant", "non-finite values") for d in maps)
+        assert (m in rec["excluded"]) == (2 * len(maps) > len(rec["images"]))
 
     sens = manifest.one("evaluation_sensitivity", model="tiny", dataset="pics").record
     for r in sens["per_method"].values():
@@ -128,6 +135,9 @@ def test_evaluation_numbers_match_curves(evaluated):
     for r in sanity["per_method"].values():
         assert len(r["spearman_abs"]) == 3
         assert r["weight_insensitive"] == (r["spearman_abs"][-1] > sanity["threshold"])
+        # the per-image values behind the flag average to the last step's mean
+        assert len(r["final_per_image"]) == 2
+        assert np.mean(r["final_per_image"]) == pytest.approx(r["spearman_abs"][-1], abs=1e-5)
     # ROAR only runs on the embedded Fashion-MNIST CNN
     assert manifest.one("evaluation_roar", model="tiny") is None
 
@@ -147,5 +157,6 @@ def test_pages_render_strict(evaluated):
     assert "completeness gap" in (base / "method-integrated_gradients.html").read_text()
     assert "conservation" in (base / "method-lrp_epsilon.html").read_text()
     evaluation = (site / "evaluation" / "tiny" / "pics.html").read_text()
-    for text in ("Deletion AUC", "Class sensitivity", "cascading model-parameter randomisation", "Known limits"):
+    for text in ("Deletion AUC", "Class sensitivity", "cascading model-parameter randomisation", "Known limits",
+                 "Not a ranking: 3 images"):
         assert text in evaluation

@@ -74,22 +74,26 @@ def cascading_randomization(
     """``methods``: name -> (class, spec_or_layer, params). Works on a deep copy of ``model``
     (the caller's model is untouched). For every method returns the layer names randomised
     cumulatively, per step the mean Spearman correlation of |map| and of the signed map and
-    the mean SSIM against the original maps, and ``weight_insensitive`` when the Spearman
-    correlation of |map| after randomising everything stays above ``threshold``."""
+    the mean SSIM against the original maps, ``final_per_image`` (the Spearman correlation of
+    |map| of each image after the last step: the spread behind the flag) and
+    ``weight_insensitive`` when their mean stays above ``threshold``."""
     work = copy.deepcopy(model).eval()
     cascade = list(layers) if layers is not None else default_cascade(work)
     modules = dict(work.named_modules())
     bound = {name: cls(work, sol, **params) for name, (cls, sol, params) in methods.items()}
     original = {name: m.attribute(x, target).maps for name, m in bound.items()}
     g = torch.Generator().manual_seed(seed)
-    out = {name: {"layers": [], "spearman_abs": [], "spearman": [], "ssim": []} for name in bound}
+    out = {name: {"layers": [], "spearman_abs": [], "spearman": [], "ssim": [], "final_per_image": []}
+           for name in bound}
     for layer in cascade:
         _randomize(modules[layer], g)
         for name, m in bound.items():
             maps = m.attribute(x, target).maps
             rec = out[name]
             rec["layers"].append(layer)
-            rec["spearman_abs"].append(float(spearman(maps.abs(), original[name].abs()).mean()))
+            per_image = spearman(maps.abs(), original[name].abs())
+            rec["final_per_image"] = [float(v) for v in per_image.cpu()]  # overwritten until the last step
+            rec["spearman_abs"].append(float(per_image.mean()))
             rec["spearman"].append(float(spearman(maps, original[name]).mean()))
             rec["ssim"].append(float(ssim(maps, original[name]).mean()))
     for rec in out.values():

@@ -3,6 +3,13 @@ sanity check and ROAR / KAR (:mod:`generator.pipeline.stages.evaluation`, ``eval
 
 Per-method maps (method -> numbers) are typed dicts keyed by method name: the methods of a
 report are data, not fields.
+
+Records hold what was measured; how firm a finding is (spread, bootstrap interval, whether an
+order is a ranking, whether ROAR's mask leaks the class) is judged by the pages from these
+numbers under the current settings (:mod:`generator.evaluation.statistics`, torch-free), so
+changing a threshold re-renders instead of recomputing. The facts that need the maps
+(degenerate maps, identical maps) were added as optional fields: a record written before them
+still parses, and its page says these checks did not run.
 """
 
 from __future__ import annotations
@@ -12,6 +19,23 @@ from typing import Any, Dict, List, Optional
 from pydantic import Field
 
 from generator.records.base import Number, Part, Record, register
+
+
+class DegenerateMap(Part):
+    """A map whose deletion order is arbitrary (all zero, constant or not finite)."""
+
+    index: int  # position among the record's images
+    image: str
+    problem: str  # "all zero" | "constant" | "non-finite values"
+
+
+class IdenticalPair(Part):
+    """Two methods whose maps are the same explanation on every usable image."""
+
+    methods: List[str]
+    images: int
+    min_correlation: Number
+    max_relative_difference: Number
 
 
 @register("evaluation_selectivity")
@@ -27,13 +51,19 @@ class SelectivityRecord(Record):
     deletion_baseline: str
     insertion_baseline: str
     output: str  # probability | logit
-    auc: Dict[str, Dict[str, List[Number]]]  # mode -> method -> per-image AUC
-    mean_auc: Dict[str, Dict[str, Number]]  # mode -> method -> mean AUC
+    auc: Dict[str, Dict[str, List[Number]]]  # mode -> method -> per-image AUC (every image)
+    mean_auc: Dict[str, Dict[str, Number]]  # mode -> method -> mean AUC (usable images; all when none is)
     score: Dict[str, Number]  # method -> insertion minus deletion mean AUC
-    ranking: List[str]  # methods, best score first
+    ranking: List[str]  # methods, best score first; the ``excluded`` ones are left out
     # method -> "image: reason" for maps the method itself flagged unreliable (absent: none)
     unreliable: Dict[str, List[str]] = Field(default_factory=dict)
     aligned: Optional[str] = None  # how the cells follow the model's patches (vision transformers)
+    # --- self-checks (absent in records written before them: None) ---
+    degenerate: Optional[Dict[str, List[DegenerateMap]]] = None  # method -> its degenerate maps
+    excluded: List[str] = Field(default_factory=list)  # methods not ranked: most maps degenerate
+    identical: Optional[List[IdenticalPair]] = None
+    constant_tolerance: Optional[Number] = None
+    identical_correlation: Optional[Number] = None
 
 
 class SensitivityScores(Part):
@@ -66,6 +96,7 @@ class SanityScores(Part):
     spearman: List[Number]
     ssim: List[Number]
     weight_insensitive: bool
+    final_per_image: List[Number] = Field(default_factory=list)  # Spearman of |map| after the last step, per image
 
 
 @register("evaluation_sanity")
@@ -103,3 +134,5 @@ class RoarRecord(Record):
     kar: Dict[str, List[Number]]
     budget: RoarBudget
     params: Dict[str, Dict[str, Any]]  # method -> parameters (free-form per method)
+    imputation: str = "mean"  # mean | road (absent in records written before ROAD: mean)
+    road_noise: Optional[Number] = None

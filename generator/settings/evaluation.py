@@ -31,13 +31,30 @@ class _Check(_Section):
 
 
 class SelectivitySettings(_Check):
-    """Deletion / insertion curves (Petsiuk et al. 2018) from the stored outcome maps."""
+    """Deletion / insertion curves (Petsiuk et al. 2018) from the stored outcome maps, and how
+    far their order can be called a ranking.
+
+    A map that is all zero, constant (range at most ``constant_tolerance`` times its largest
+    magnitude) or not finite gives an arbitrary deletion order: that image is left out of the
+    method's figures, and a method with such maps on most images is not ranked. Below
+    ``min_images`` images the page shows the order but says it is not a ranking; above, each
+    method's mean comes with a bootstrap interval (``bootstrap`` resamples, fixed seed) and the
+    order is called resolved only when neighbours are separated; ``min_images`` is also the
+    fewest images at which the page calls a class-sensitivity or sanity flag more than an
+    indication. Two methods whose maps correlate at least ``identical_correlation`` on every
+    image are named as the same maps. ``min_images`` and ``bootstrap`` only judge the recorded
+    numbers when the pages are rendered: changing them recomputes nothing.
+    """
 
     steps: int = Field(default=10, ge=2, le=200)
     patch: Union[int, float] = 1  # pixels, or a fraction (< 1) of the image side: cells removed together
     deletion_baseline: Literal["zeros", "blur", "mean"] = "zeros"
     insertion_baseline: Literal["zeros", "blur", "mean"] = "blur"
     output: Literal["probability", "logit"] = "probability"
+    min_images: int = Field(default=5, ge=2)
+    bootstrap: int = Field(default=2000, ge=100, le=100_000)
+    constant_tolerance: float = Field(default=1e-5, ge=0, lt=1)
+    identical_correlation: float = Field(default=0.995, gt=0, le=1)
 
 
 class SensitivitySettings(_Check):
@@ -55,7 +72,17 @@ class SanitySettings(_Check):
 
 class RoarSettings(_Check):
     """ROAR / KAR (Hooker et al. 2019) with a reduced retraining budget; only models whose
-    training can be repeated here (the embedded Fashion-MNIST CNN)."""
+    training can be repeated here (the embedded Fashion-MNIST CNN).
+
+    ``imputation``: removed pixels get the mean pixel (``mean``, Hooker et al.) or ROAD's noisy
+    linear imputation (``road``, Rong et al. 2022: the weighted mean of the neighbours plus
+    Gaussian noise of ``road_noise``, in pixel units 0..1), which hides the removed region's
+    shape; it adds a sparse solve per image (on 2 CPU cores about as long again as the retraining
+    for the default budget, some 3 minutes; ``benchmarks/roar_imputation.py``). ``leak_margin``: how far
+    (accuracy, 0..1) above the unmodified retraining or the random baseline an accuracy must be
+    before the page says the removal mask leaks the class (at least twice the accuracy's
+    binomial standard error); it only judges the recorded accuracies on the page.
+    """
 
     methods: List[str] = Field(default_factory=lambda: ["saliency", "integrated_gradients", "smoothgrad_sq", "gradcam"])
     fractions: List[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
@@ -63,6 +90,9 @@ class RoarSettings(_Check):
     test_images: int = Field(default=2000, ge=100)
     epochs: int = Field(default=1, ge=1)
     batch_size: int = Field(default=64, ge=8)
+    imputation: Literal["mean", "road"] = "mean"
+    road_noise: float = Field(default=0.01, ge=0, le=1)
+    leak_margin: float = Field(default=0.02, ge=0, le=1)
 
 
 class LocalisationSettings(_Section):

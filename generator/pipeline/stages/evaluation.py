@@ -19,7 +19,11 @@ from generator.pipeline.stages.outcome import KIND as OUTCOME_KIND
 from generator.pipeline.stages.outcome import model_methods, outcome_key, resolve_outcome_targets
 from generator.pipeline.units import Need, Unit
 
-VERSION = "2"  # 2: selectivity records the maps their method flagged unreliable, and patch alignment
+# 2: selectivity records the maps their method flagged unreliable, and patch alignment
+# 3: selectivity records degenerate maps (left out of the means; methods with mostly degenerate
+#    maps left out of the order) and methods with identical maps; the sanity check records the
+#    per-image similarity after the last step (the pages judge spread and verdicts from these)
+VERSION = "3"
 
 
 def evaluated_methods(config, model_id: Optional[str] = None) -> List[str]:
@@ -108,7 +112,12 @@ def unreliable_maps(stored: Dict[str, Any], n: int) -> Dict[str, List[str]]:
 
 def selectivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Optional[Unit]:
     """Deletion and insertion curves from the outcome stage's stored maps (no recomputation);
-    None when no method's maps are stored."""
+    None when no method's maps are stored.
+
+    Self-checks that need the maps are recorded with the curves: each degenerate map (all
+    zero, constant, not finite: its deletion order is the raster order) is left out of its
+    method's means, a method with mostly degenerate maps is left out of the order
+    (``excluded``), and pairs of methods whose maps are the same are named (``identical``)."""
     from generator.evaluation import deletion_insertion
 
     s = ctx.config.evaluation.selectivity
@@ -127,34 +136,55 @@ def selectivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Optio
         aligned = f"cells aligned to the model's {patch} px patches"
 
     def compute(**stored):
+        from generator.evaluation.statistics import identical_pairs, map_problems, selectivity_statistics
+
         loaded = ctx.models[mc.id]
         x = _images(ctx, mc, dataset_id, n)
-        maps = {m: torch.as_tensor(a.load_npz("maps")["maps"][:n]) for m, a in stored.items()}
+        stored_maps = {m: np.asarray(a.load_npz("maps")["maps"][:n]) for m, a in stored.items()}
+        problems = {m: map_problems(v, s.constant_tolerance) for m, v in stored_maps.items()}
+        # a non-finite map is left out of the figures; zeros keep its curves computable
+        maps = {m: torch.nan_to_num(torch.as_tensor(v).float(), nan=0.0, posinf=0.0, neginf=0.0)
+                for m, v in stored_maps.items()}
         first = next(iter(stored.values()))
         target = torch.as_tensor(first.record["targets"][:n])
         res = deletion_insertion(loaded.module, x, maps, target, steps=s.steps, patch=patch,
                                  deletion_baseline=s.deletion_baseline, insertion_baseline=s.insertion_baseline,
                                  output=s.output, precision=ctx.config.precision)
         methods = list(maps)
+        images = first.record["images"][:n]
         arrays = {"fractions": res["deletion"]["fractions"].cpu().numpy()}
         record: Dict[str, Any] = {"model": mc.id, "dataset": dataset_id, "methods": methods,
-                                  "images": first.record["images"][:n], "steps": s.steps, "patch": patch,
+                                  "images": images, "steps": s.steps, "patch": patch,
                                   "deletion_baseline": s.deletion_baseline, "insertion_baseline": s.insertion_baseline,
                                   "output": s.output, "auc": {}, "aligned": aligned,
                                   "unreliable": unreliable_maps(stored, n)}
         for mode in ("deletion", "insertion"):
             arrays[mode] = np.stack([res[mode]["curves"][m].cpu().numpy() for m in methods]).astype(np.float32)
             record["auc"][mode] = {m: [round(float(v), 6) for v in res[mode]["auc"][m].cpu()] for m in methods}
-        record["mean_auc"] = {mode: {m: round(float(np.mean(v)), 6) for m, v in record["auc"][mode].items()}
-                              for mode in ("deletion", "insertion")}
+        degenerate = {m: [{"index": i, "image": images[i], "problem": p} for i, p in enumerate(problems[m]) if p]
+                      for m in methods if any(problems[m])}
+        left_out = {m: [d["index"] for d in v] for m, v in degenerate.items()}
+        stats = selectivity_statistics(record["auc"], methods, left_out, resamples=0)
+        summary = stats["summary"]
+        # means over the usable images (every image when none is): the figures the order uses
+        record["mean_auc"] = {
+            mode: {m: (summary[m][f"mean_{mode}"] if summary[m][f"mean_{mode}"] is not None
+                       else round(float(np.mean(record["auc"][mode][m])), 6)) for m in methods}
+            for mode in ("deletion", "insertion")}
         # insertion minus deletion AUC: one number where higher is better for both curves
         record["score"] = {m: round(record["mean_auc"]["insertion"][m] - record["mean_auc"]["deletion"][m], 6)
                            for m in methods}
-        record["ranking"] = sorted(methods, key=lambda m: -record["score"][m])
+        record.update(degenerate=degenerate, excluded=stats["excluded"],
+                      ranking=sorted(stats["ranking"], key=lambda m: -record["score"][m]),
+                      constant_tolerance=s.constant_tolerance, identical_correlation=s.identical_correlation,
+                      identical=identical_pairs(stored_maps, {m: [not p for p in problems[m]] for m in methods},
+                                                threshold=s.identical_correlation))
         return record, {"curves": ("curves.npz", npz_bytes(**arrays))}
 
+    # min_images and bootstrap only judge the recorded numbers on the page: not part of the key
     return _unit(ctx, mc, dataset_id, "selectivity", compute, n,
-                 {**s.model_dump(exclude={"models", "enabled"}), "patch_pixels": patch}, needs)
+                 {**s.model_dump(exclude={"models", "enabled", "min_images", "bootstrap"}), "patch_pixels": patch},
+                 needs)
 
 
 def _targets(ctx: RunContext, mc: ModelConfig, dataset_id: str, x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +255,7 @@ def sanity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Unit:
                   "per_method": {m: {"spearman_abs": [round(v, 6) for v in r["spearman_abs"]],
                                      "spearman": [round(v, 6) for v in r["spearman"]],
                                      "ssim": [round(v, 6) for v in r["ssim"]],
+                                     "final_per_image": [round(v, 6) for v in r["final_per_image"]],
                                      "weight_insensitive": r["weight_insensitive"]} for m, r in res.items()}}
         return record, {}
 

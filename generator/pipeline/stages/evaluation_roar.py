@@ -1,9 +1,13 @@
 """Stage: ROAR / KAR (Hooker et al. 2019) on the embedded Fashion-MNIST CNN.
 
 The top-k% pixels of each training and test image by a method's map (from the trained model)
-are replaced by the mean pixel (ROAR) or all other pixels are (KAR), a fresh CNN is trained on
-the modified training images and its test accuracy recorded. On CPU the retraining budget is
-reduced (a subset of the training split, few epochs); the page states the budget.
+are replaced (ROAR) or all other pixels are (KAR), a fresh CNN is trained on the modified
+training images and its test accuracy recorded. Replaced pixels get the mean pixel or, with
+``evaluation.roar.imputation: road``, ROAD's noisy linear imputation (Rong et al. 2022). On CPU
+the retraining budget is reduced (a subset of the training split, few epochs); the page states
+the budget. Whether the removal mask leaks the class is judged by the page from the recorded
+accuracies (:func:`generator.evaluation.statistics.roar_leak`, ``leak_margin``), so that setting
+is not part of the key.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from generator.pipeline.stages.evaluation import effective_params, method_params
 from generator.pipeline.units import Unit
 
 KIND = "evaluation_roar"
-VERSION = "1"
+VERSION = "2"  # 2: imputation (mean | road) recorded
 ROAR_SOURCE = "embedded:fashion_mnist_cnn"
 
 
@@ -77,13 +81,15 @@ def declare_roar(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[
 
         res = roar_kar(lambda: None, train, evaluate, pixels(train_x), torch.from_numpy(train_y.astype(np.int64)),
                        pixels(test_x), torch.from_numpy(test_y.astype(np.int64)), maps_train, maps_test,
-                       fractions=s.fractions, seed=ctx.config.seed)
+                       fractions=s.fractions, seed=ctx.config.seed, imputation=s.imputation, noise=s.road_noise)
         original = evaluate_accuracy(loaded.module, test_x, test_y, ctx.device)
+        roar = {m: [round(v, 6) for v in accs] for m, accs in res["roar"].items()}
+        kar = {m: [round(v, 6) for v in accs] for m, accs in res["kar"].items()}
         record = {"model": mc.id, "dataset": dataset_id, "methods": list(s.methods) + ["random"],
                   "fractions": list(s.fractions), "reference_accuracy": round(res["reference_accuracy"], 6),
                   "original_model_accuracy": round(float(original), 6),
-                  "roar": {m: [round(v, 6) for v in accs] for m, accs in res["roar"].items()},
-                  "kar": {m: [round(v, 6) for v in accs] for m, accs in res["kar"].items()},
+                  "roar": roar, "kar": kar, "imputation": s.imputation,
+                  "road_noise": s.road_noise if s.imputation == "road" else None,
                   "budget": {"train_images": int(len(train_x)), "test_images": int(len(test_x)),
                              "epochs": s.epochs, "batch_size": s.batch_size,
                              "full_training": "60,000 images"},
@@ -93,9 +99,12 @@ def declare_roar(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[
 
     # The Fashion-MNIST arrays are read from disk, not from the pair's dataset: the record only
     # names that dataset (one run per model), so its id enters the key but not its digest.
+    # The leak margin only judges the record on the page; the noise only matters for ROAD.
+    unkeyed = {"leak_margin"} | ({"road_noise"} if s.imputation == "mean" else set())
     yield Unit(kind=KIND, family="evaluation", version=VERSION, label=f"ROAR/KAR on {mc.id}", compute=compute,
                model=mc.id, dataset=dataset_id, dataset_digest=False,
-               params={"methods": effective_params(ctx.config, list(s.methods)), "settings": s.model_dump(),
+               params={"methods": effective_params(ctx.config, list(s.methods)),
+                       "settings": s.model_dump(exclude=unkeyed),
                        "training": dict(vars(base))},
                settings={"seed": ctx.config.seed, "device": ctx.device.type})
 
