@@ -64,6 +64,14 @@ def reports(tmp_path_factory) -> Dict[str, Path]:
     from test_compare_pages import write_compare_report
 
     compare = write_compare_report(tmp_path_factory.mktemp("records_compare"))
+    # ... and the concepts kinds (TCAV, RCV, dissection), at the smallest sizes that run them
+    compare.write_text(compare.read_text() + textwrap.dedent("""
+        concepts:
+          enabled: true
+          tcav: {builtin: [stripes, red], images: 6, random_sets: 3, classes: 2, fit: mean_difference}
+          rcv: {images: 24}
+          dissection: {images: 20, topup: 12, textures: 3, mask_side: 16, iou_threshold: 0.01}
+    """))
     mp = pytest.MonkeyPatch()
     import generator.data.sources as sources
 
