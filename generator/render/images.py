@@ -198,7 +198,13 @@ def save_figure(path: Path, fig) -> None:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None},
                 facecolor="white", transparent=False)
     plt.close(fig)
-    data = buf.getvalue()
+    # A chart is lines, text and a few fills: 256 colours (median cut, no dithering) look the
+    # same and take about a third of the bytes of the full-colour PNG; deterministic.
+    chart = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    palette = chart.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    palette.save(out, format="PNG", optimize=True)
+    data = out.getvalue()
     if path.exists() and path.read_bytes() == data:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
