@@ -44,6 +44,12 @@ def test_unchanged_render_is_reused_and_every_change_renders_again(tiny_report: 
     assert victim.exists() and _mtime(site) != second
     third = _mtime(site)
 
+    # a file added to the site (a stale page): rebuilt, and mkdocs empties it away
+    (site / "stale.html").write_text("old")
+    render_site(load_config(tiny_report))
+    assert not (site / "stale.html").exists() and _mtime(site) != third
+    third = _mtime(site)
+
     # a changed manifest (a re-run with another method) renders again
     tiny_report.write_text(tiny_report.read_text().replace("methods: [saliency, gradcam]",
                                                            "methods: [saliency]"))

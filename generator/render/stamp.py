@@ -6,7 +6,8 @@ manifest (whose artifact keys are content hashes), the effective configuration, 
 pages, this package's code and templates, and the versions of the libraries that draw and build
 the pages. :func:`render_stamp` hashes all of them; the renderer writes the stamp into the site
 folder after a successful build (``.modelcard-render.json``, with every file's size) and skips the
-next render only when the stamp matches and every file it lists is still there with its size.
+next render only when the stamp matches and the folder holds exactly the files it lists, each
+with its size.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def write_stamp(site: Path, stamp: str) -> None:
 
 
 def site_is_current(site: Path, stamp: str) -> bool:
-    """True when ``site`` was built from exactly ``stamp`` and no file of it is missing or changed in size."""
+    """True when ``site`` was built from exactly ``stamp`` and holds exactly the files it built."""
     try:
         recorded = json.loads((site / STAMP_NAME).read_text())
     except (OSError, ValueError):
@@ -89,14 +90,9 @@ def site_is_current(site: Path, stamp: str) -> bool:
     files = recorded.get("files")
     if not isinstance(files, dict) or not files:
         return False
-    for rel, size in files.items():
-        path = site / rel
-        try:
-            if path.stat().st_size != size:
-                return False
-        except OSError:
-            return False
-    return True
+    # Exactly the files it built, each with its size: a file gone, changed or added (a stale page
+    # someone copied in) means the folder is not what the build left, and it is rebuilt.
+    return _listing(site) == files
 
 
 def clear_stamp(site: Path) -> None:
