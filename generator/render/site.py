@@ -184,7 +184,9 @@ def render_site(config: ReportConfig, *, build: bool = True, strict: bool = True
         # with nothing changed then costs seconds; generator/render/stamp.py says what counts).
         stamp = render_stamp(work / "manifest.json",
                              {"config": config.model_dump(mode="json"), "strict": strict},
-                             [folder for _, folder in _site_src_entries(config)], TEMPLATES, BASE_MKDOCS)
+                             # hand-written pages, and the diff the Review page shows (modelcard diff)
+                             [folder for _, folder in _site_src_entries(config)] + [work / "diff"],
+                             TEMPLATES, BASE_MKDOCS)
         if site_is_current(config.site_dir, stamp):
             return config.site_dir
     docs = work / "docs"
