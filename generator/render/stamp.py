@@ -4,10 +4,10 @@ A rebuild with nothing changed must take seconds, not the minute and a half that
 every overlay and running mkdocs over a few hundred pages takes. The site is a function of the
 manifest (whose artifact keys are content hashes), the effective configuration, the hand-written
 pages, the diff a Review page shows, this package's code and templates, and the versions of the
-libraries that draw and build the pages. :func:`render_stamp` hashes all of them; the renderer writes the stamp into the site
-folder after a successful build (``.modelcard-render.json``, with every file's size) and skips the
-next render only when the stamp matches and the folder holds exactly the files it lists, each
-with its size.
+libraries that draw and build the pages. :func:`render_stamp` hashes all of them; the renderer
+writes the stamp into the site folder after a successful build (``.modelcard-render.json``, with
+every file's size) and skips the next render only when the stamp matches and the folder holds
+exactly the files it lists, each with its size.
 """
 
 from __future__ import annotations
