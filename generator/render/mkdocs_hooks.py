@@ -4,8 +4,8 @@ renderer writes; mkdocs runs hooks after the plugins).
 Search results list page titles. The navigation's labels are short on purpose ("Grad-CAM",
 "Overview" under a model's section), so a search for "Grad-CAM" would list five pages called
 "Grad-CAM" that a reader cannot tell apart. Every generated page's first heading names its model
-and dataset: for the search index only, that heading becomes the page title, and the short label
-is put back before the page is drawn, so the navigation stays short.
+and dataset: for the search index only, that heading becomes the page title (around the search
+plugin's indexing of that page), so the navigation, drawn afterwards, keeps its short labels.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import html
 import re
 from typing import Any, Optional
+
+from mkdocs.plugins import CombinedEvent, event_priority
 
 _H1 = re.compile(r"^# (.+?)\s*(?:\{[^}]*\})?\s*$", re.MULTILINE)
 _TAG = re.compile(r"<[^>]+>")
@@ -36,15 +38,29 @@ def heading_title(markdown: str) -> Optional[str]:
 
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     title = heading_title(markdown)
-    if title and title != page.title:
-        page.meta["_modelcard_nav_title"] = page.title
-        page.title = title
+    if title:
+        page.meta["_modelcard_search_title"] = title
     return markdown
 
 
-def on_page_context(context: Any, page: Any, **_: Any) -> Any:
-    # The search plugin has indexed the page under its full title by now (hooks run after plugins).
+# mkdocs reads every page's Markdown before it draws any page, so the title may only change
+# around the search plugin's own on_page_context (priority 0) for that page: set just before,
+# put back just after. Every page's navigation is drawn with the short labels.
+@event_priority(100)
+def _full_title(context: Any, page: Any, **_: Any) -> Any:
+    full = page.meta.get("_modelcard_search_title")
+    if full and full != page.title:
+        page.meta["_modelcard_nav_title"] = page.title
+        page.title = full
+    return context
+
+
+@event_priority(-100)
+def _short_title(context: Any, page: Any, **_: Any) -> Any:
     short = page.meta.pop("_modelcard_nav_title", None)
     if short is not None:
         page.title = short
     return context
+
+
+on_page_context = CombinedEvent(_full_title, _short_title)
