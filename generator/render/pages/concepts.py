@@ -61,7 +61,9 @@ def _rgb(pixels: np.ndarray) -> np.ndarray:
 
 
 def _strip(site: SiteContext, stem: str, images: np.ndarray) -> List[str]:
-    return [site.writer.image(f"{stem}-{i}.png", img.upscale(_rgb(p), THUMB)) for i, p in enumerate(images)]
+    # photographic pictures (64 px and more) as WebP, small ones as sharp PNG
+    return [site.writer.image(f"{stem}-{i}{img.overlay_suffix(p)}", img.upscale(_rgb(p), THUMB))
+            for i, p in enumerate(images)]
 
 
 def _mask_overlay(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -112,7 +114,9 @@ def _dissection_views(site: SiteContext, art: Any, rec: DissectionRecord, base: 
     examples = []
     for e in range(rec.example_count):
         image = arrays[f"image_{e}"]
-        row = {"image": site.writer.image(f"assets/gen/{art.key}/example-{e}.png", img.upscale(_rgb(image), THUMB)),
+        suffix = img.overlay_suffix(image)  # WebP for photos, PNG for 28 px images
+        row = {"image": site.writer.image(f"assets/gen/{art.key}/example-{e}{suffix}",
+                                          img.upscale(_rgb(image), THUMB)),
                "masks": []}
         for k in range(len(rec.examples)):
             mask = arrays[f"mask_{e}_{k}"]
@@ -120,7 +124,7 @@ def _dissection_views(site: SiteContext, art: Any, rec: DissectionRecord, base: 
                 ry, rx = image.shape[0] / mask.shape[0], image.shape[1] / mask.shape[1]
                 rows, cols = (np.arange(image.shape[0]) / ry).astype(int), (np.arange(image.shape[1]) / rx).astype(int)
                 mask = mask[rows][:, cols]
-            row["masks"].append(site.writer.image(f"assets/gen/{art.key}/example-{e}-{k}.png",
+            row["masks"].append(site.writer.image(f"assets/gen/{art.key}/example-{e}-{k}{suffix}",
                                                   img.upscale(_mask_overlay(image, mask), THUMB)))
         examples.append(row)
     out = []
