@@ -214,13 +214,14 @@ def save_figure(path: Path, fig) -> None:
 
 
 def line_plot(path: Path, xs: Sequence[float], series: dict, xlabel: str, ylabel: str, title: str = "",
-              ylim: Optional[tuple] = None) -> None:
+              ylim: Optional[tuple] = None, legend_outside: bool = False) -> None:
+    """One chart, a line per series; ``legend_outside`` puts the legend right of the plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    fig, ax = plt.subplots(figsize=(6.4, 3.2) if legend_outside else (5.2, 3.2))
     for label, ys in series.items():
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xlabel(xlabel)
@@ -230,7 +231,10 @@ def line_plot(path: Path, xs: Sequence[float], series: dict, xlabel: str, ylabel
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend_outside:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, frameon=False)
+    else:
+        ax.legend()
     save_figure(path, fig)
 
 
@@ -250,18 +254,7 @@ def series_plot(path: Path, xs: Sequence[float], series: dict, xlabel: str, ylab
     series = {str(k).replace("$", r"\$"): v for k, v in series.items()}
     names = list(series)
     if len(names) <= most_lines:
-        fig, ax = plt.subplots(figsize=(6.4, 3.2))
-        for label, ys in series.items():
-            ax.plot(xs, ys, marker="o", label=label)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        if ylim:
-            ax.set_ylim(*ylim)
-        if title:
-            ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, frameon=False)
-        save_figure(path, fig)
+        line_plot(path, xs, series, xlabel, ylabel, title, ylim, legend_outside=True)
         return
     cols = min(columns, len(names))
     rows = -(-len(names) // cols)
