@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -281,7 +282,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     from generator.render.site import RenderError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+    # In a torchrun job every rank loads the same inputs: their warnings are said once, by rank 0.
+    quiet_rank = os.environ.get("RANK", "0") != "0"
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.ERROR if quiet_rank else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.fn(args)

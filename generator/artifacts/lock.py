@@ -46,6 +46,13 @@ def _holder(path: Path) -> str:
             f"(`{info.get('command', '?')}`, started {started})")
 
 
+def _program() -> str:
+    """How the holder was started, as a user would type it (``python -m generator`` runs
+    ``generator/__main__.py``, which is what torchrun starts)."""
+    path = Path(sys.argv[0])
+    return "python -m generator" if path.name == "__main__.py" and path.parent.name == "generator" else path.name
+
+
 @contextmanager
 def report_lock(work_dir: Path, action: str = "modelcard") -> Iterator[None]:
     """Hold the exclusive lock of ``work_dir`` for the ``with`` block; fail at once if another
@@ -74,7 +81,7 @@ def report_lock(work_dir: Path, action: str = "modelcard") -> Iterator[None]:
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) or action}))
+                             "command": " ".join([_program(), *sys.argv[1:]]) or action}))
         fh.flush()
         _held[key] = (fh, 1)
         try:

@@ -63,10 +63,16 @@ class RunSummary:
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # unreadable inputs (not failures)
     unsupported: List[Tuple[str, str]] = field(default_factory=list)  # methods not defined for a model
     unit_seconds: Dict[str, float] = field(default_factory=dict)  # wall time of each unit (not in any record)
+    rank: int = 0  # this process's rank in a torchrun job (0 writes the manifest)
+    world: int = 1  # the job's number of ranks
 
     def text(self) -> str:
+        if self.rank != 0:  # the job's summary is rank 0's; the others say what they did
+            return (f"rank {self.rank} of {self.world}: computed {len(self.computed)} artifact(s), reused "
+                    f"{len(self.reused)} in {self.seconds:.1f} s on {self.device}")
+        ranks = f" on {self.world} ranks" if self.world > 1 else ""
         lines = [f"computed {len(self.computed)} artifact(s), reused {len(self.reused)} from cache, "
-                 f"{len(self.failed)} failure(s) in {self.seconds:.1f} s on {self.device}"]
+                 f"{len(self.failed)} failure(s) in {self.seconds:.1f} s on {self.device}{ranks}"]
         if self.stage_seconds:
             lines.append("  time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.stage_seconds.items()))
         kinds: Dict[str, List[int]] = {}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import List
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import torch
 
-from generator.artifacts.lock import report_lock
+from generator.artifacts.lock import LockedError, report_lock
 from generator.artifacts.store import ArtifactStore, json_bytes, write_json_atomic
 from generator.config import ModelConfig, ReportConfig
 from generator.data.sources import load_dataset
@@ -16,6 +18,17 @@ from generator.models.sources import LoadContext, ModelRequest, load_model
 from generator.pipeline.context import RunContext, select_device
 from generator.pipeline.inputs import clear_input_cache
 from generator.pipeline.progress import Progress, RunSummary
+from generator.pipeline.shard import (
+    Shard,
+    barrier,
+    broadcast_start,
+    distributed_env,
+    init_process_group,
+    new_run_dir,
+    read_costs,
+    remove_run_dir,
+    write_costs,
+)
 from generator.pipeline.stages import Stage, discover
 from generator.pipeline.units import Unit, run_unit, run_units
 from generator.pipeline.validate import validate_names
@@ -123,24 +136,59 @@ def run_report(config: ReportConfig, *, show_progress: bool = True) -> RunSummar
     """Compute every artifact the config asks for (reusing stored ones) and write the manifest.
 
     Names and paths are checked before anything loads; the report folder is locked against a
-    second process for the whole run."""
+    second process for the whole run. Launched by torchrun with several ranks, the units are
+    shared out among them (:mod:`generator.pipeline.shard`) and rank 0 writes the manifest."""
     validate_names(config)
     check_config_paths(config)
+    job = distributed_env()
+    if job is not None:
+        return _run_sharded(config, show_progress, *job)
     with report_lock(config.work_dir, "modelcard run"):
         return _run_locked(config, show_progress)
 
 
-def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
+def _run_sharded(config: ReportConfig, show_progress: bool, rank: int, world: int, local_rank: int) -> RunSummary:
+    """One rank of a torchrun job: rank 0 holds the folder's lock and says where the job's
+    markers go; every rank then runs the same plan, computing its own units."""
+    init_process_group()
+    with ExitStack() as held:
+        start: Optional[Dict[str, Any]] = None
+        if rank == 0:
+            try:
+                held.enter_context(report_lock(config.work_dir, f"modelcard run (torchrun, {world} ranks)"))
+                start = {"run_dir": str(new_run_dir(config.work_dir)), "costs": read_costs(config.work_dir)}
+            except LockedError as exc:
+                start = {"error": str(exc)}
+        start = broadcast_start(start)
+        if "error" in start:
+            raise LockedError(start["error"])
+        shard = Shard(rank, world, Path(start["run_dir"]), start["costs"])
+        return _run_locked(config, show_progress and rank == 0, shard=shard, local_rank=local_rank)
+
+
+def _run_locked(config: ReportConfig, show_progress: bool, shard: Optional[Shard] = None,
+                local_rank: int = 0) -> RunSummary:
     started = time.perf_counter()
     clear_input_cache()  # displayed inputs are shared between the stages of one run only
     torch.manual_seed(config.seed)
     work = config.work_dir
     store = ArtifactStore(work / "artifacts")
-    ctx = RunContext(config=config, store=store, device=select_device(config.device), progress=Progress(show_progress))
+    ctx = RunContext(config=config, store=store, device=select_device(config.device, local_rank),
+                     progress=Progress(show_progress))
     log.info("device: %s", ctx.device)
     stage_seconds = {}
     tick = time.perf_counter()
-    _load_everything(ctx)
+    if shard is None:
+        _load_everything(ctx)
+    else:
+        # Rank 0 loads first, so a model trained while loading is trained once; the others
+        # then load the same models and datasets, reusing what it stored.
+        if shard.rank == 0:
+            _load_everything(ctx)
+        barrier()
+        if shard.rank != 0:
+            _load_everything(ctx)
+        ctx.shard = shard
     stage_seconds["load"] = time.perf_counter() - tick
     pairs = ctx.pairs()
     for stage in enabled_stages(config):
@@ -156,6 +204,31 @@ def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
             bar.update(max(0, before + expected - bar.n))  # keep counts right when a pair failed early
         bar.close()
         stage_seconds[stage.name] = time.perf_counter() - tick
+    computed, reused = list(store.stats.computed), list(store.stats.reused)
+    unit_seconds, computed_seconds = dict(ctx.unit_seconds), dict(ctx.computed_seconds)
+    if shard is not None:
+        shard.mark_done({"computed": computed, "reused": reused, "unit_seconds": unit_seconds,
+                         "computed_seconds": computed_seconds})
+        if shard.rank != 0:
+            ctx.progress.close()
+            return RunSummary(computed=computed, reused=reused, failed=list(ctx.failures), skipped=list(ctx.skipped),
+                              unsupported=list(ctx.unsupported), seconds=time.perf_counter() - started, manifest="",
+                              stage_seconds=stage_seconds, device=ctx.device.type, unit_seconds=unit_seconds,
+                              rank=shard.rank, world=shard.world)
+        tick = time.perf_counter()
+        bar = ctx.progress.stage("other ranks' units", len(shard.pending))
+        ctx.resolve(bar=bar)
+        bar.close()
+        shard.wait_for_ranks()
+        for other in range(1, shard.world):
+            stats = shard.done_stats(other)
+            computed += [k for k in stats["computed"] if k not in computed]
+            reused += stats["reused"]
+            computed_seconds.update(stats["computed_seconds"])
+            for label, seconds in stats["unit_seconds"].items():
+                unit_seconds[label] = max(unit_seconds.get(label, 0.0), seconds)
+        reused = list(dict.fromkeys(k for k in reused if k not in computed))
+        stage_seconds["waiting for other ranks"] = time.perf_counter() - tick
     ctx.progress.close()
     manifest = {
         "version": MANIFEST_SCHEMA_VERSION,
@@ -173,7 +246,12 @@ def _run_locked(config: ReportConfig, show_progress: bool) -> RunSummary:
     }
     manifest_path = work / "manifest.json"
     write_json_atomic(manifest_path, manifest)
-    return RunSummary(computed=list(store.stats.computed), reused=list(store.stats.reused),
+    # Measured seconds of the units computed now: the next sharded run balances with them.
+    write_costs(work, computed_seconds)
+    if shard is not None:
+        remove_run_dir(shard.run_dir)
+    return RunSummary(computed=computed, reused=reused,
                       failed=list(ctx.failures), skipped=list(ctx.skipped), unsupported=list(ctx.unsupported),
                       seconds=time.perf_counter() - started, manifest=str(manifest_path),
-                      stage_seconds=stage_seconds, device=ctx.device.type, unit_seconds=dict(ctx.unit_seconds))
+                      stage_seconds=stage_seconds, device=ctx.device.type, unit_seconds=unit_seconds,
+                      rank=0, world=1 if shard is None else shard.world)

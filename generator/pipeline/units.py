@@ -31,7 +31,7 @@ from __future__ import annotations
 import importlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from generator.artifacts.keys import ModelIdentity, effective_key
 from generator.artifacts.store import Artifact, FileContent
@@ -75,6 +75,11 @@ class Unit:
     version: str = "1"  # the producer's own version of this kind (bumped by hand when its meaning changes)
     labels: Mapping[str, Any] = field(default_factory=dict)  # manifest labels beyond model and dataset
     after: Optional[Callable[[Artifact], None]] = None  # runs on the artifact, computed or reused
+    # For sharding over ranks (generator.pipeline.shard): an estimate of the unit's seconds on a
+    # CPU (replaced by the measured time of an earlier run when there is one), and a group whose
+    # units must run in one process because they share work (one joint attribution pass).
+    cost: float = 1.0
+    group: Optional[str] = None
 
 
 class MissingInput(RuntimeError):
@@ -109,7 +114,7 @@ def _validator() -> Optional[Callable[[str, Dict[str, Any]], None]]:
 def _compute(ctx: "RunContext", unit: Unit) -> Computed:
     needed: Dict[str, Artifact] = {}
     for role, need in unit.needs.items():
-        found = ctx.store.get(need.kind, need.key)
+        found = ctx.lookup(need.kind, need.key)  # waits when another rank computes it
         if found is None:
             raise MissingInput(f"needs {role} ({need.kind}/{need.key}), which failed or was not computed")
         needed[role] = found
@@ -130,28 +135,76 @@ def _advance(bar: Any) -> None:
 
 
 def run_unit(ctx: "RunContext", unit: Unit, bar: Any = None) -> Optional[Artifact]:
-    """Key, reuse or compute, and record one unit; None when it failed (the failure is recorded)."""
+    """Key, reuse or compute, and record one unit; None when it failed (the failure is recorded)
+    or, in a sharded run, when another rank computes it and nothing needs it yet."""
+    shard = ctx.shard
+    started = time.perf_counter()
+    key = ctx.guarded(unit.label, lambda: unit_key(ctx, unit))
+    if key is None:
+        _advance(bar)
+        return None
+    if shard is not None:
+        owner = shard.assign(unit.kind, key, unit.label, unit.cost, unit.group)
+        if owner != shard.rank:
+            # Not waited for now: a placeholder the manifest fills in, resolved earlier only when
+            # something needs it (a ``needs``, a lookup, a SYNC before declarations that use ``after``).
+            ctx.defer(unit.kind, key, owner, unit.label, _labels(unit), unit.after)
+            _advance(bar)
+            return None
+    failures, unsupported = len(ctx.failures), len(ctx.unsupported)
+
+    waited = shard.waited if shard is not None else 0.0
 
     def work() -> Artifact:
-        key = unit_key(ctx, unit)
-        artifact, _ = ctx.store.get_or_compute(unit.kind, key, lambda: _compute(ctx, unit))
+        artifact, computed = ctx.store.get_or_compute(unit.kind, key, lambda: _compute(ctx, unit))
+        if computed:  # its own cost, for balancing the next run: time spent waiting for others is not
+            idle = (shard.waited - waited) if shard is not None else 0.0
+            ctx.computed_seconds[unit.label] = time.perf_counter() - started - idle
         return artifact
 
-    started = time.perf_counter()
     artifact = ctx.guarded(unit.label, work)
     ctx.unit_seconds[unit.label] = ctx.unit_seconds.get(unit.label, 0.0) + time.perf_counter() - started
-    if artifact is not None:
-        labels = {name: value for name, value in (("model", unit.model), ("dataset", unit.dataset))
-                  if value is not None}
-        ctx.record(artifact, **{**labels, **unit.labels})
-        after = unit.after
-        if after is not None:
-            ctx.guarded(unit.label, lambda: after(artifact))
+    if artifact is None and shard is not None:
+        # The other ranks record the same failure lines in the same places of their lists.
+        shard.publish_failure(unit.kind, key, ctx.failures[failures:], ctx.unsupported[unsupported:])
+    _finish(ctx, unit, artifact)
     _advance(bar)
     return artifact
 
 
-def run_units(ctx: "RunContext", units: Iterable[Unit], bar: Any = None) -> List[Optional[Artifact]]:
+def _labels(unit: Unit) -> Dict[str, Any]:
+    labels = {name: value for name, value in (("model", unit.model), ("dataset", unit.dataset))
+              if value is not None}
+    return {**labels, **unit.labels}
+
+
+def _finish(ctx: "RunContext", unit: Unit, artifact: Optional[Artifact]) -> None:
+    """Record the artifact in the manifest and run the unit's ``after`` on it."""
+    if artifact is None:
+        return
+    ctx.record(artifact, **_labels(unit))
+    after = unit.after
+    if after is not None:
+        ctx.guarded(unit.label, lambda: after(artifact))
+
+
+class Sync:
+    """Yielded by a stage between units whose ``after`` callbacks collect state and the
+    declarations that read it: in a sharded run every earlier unit's ``after`` has run (on
+    every rank) before the stage continues. A no-op in a one-process run."""
+
+
+SYNC = Sync()
+
+
+def run_units(ctx: "RunContext", units: Iterable[Union[Unit, Sync]], bar: Any = None) -> List[Optional[Artifact]]:
     """Run every unit in order. ``units`` may be a generator: a stage whose later units depend
-    on earlier results (which channels to render icons for) declares them after those ran."""
-    return [run_unit(ctx, unit, bar) for unit in units]
+    on earlier results (which channels to render icons for) declares them after those ran,
+    yielding :data:`SYNC` first."""
+    out: List[Optional[Artifact]] = []
+    for unit in units:
+        if isinstance(unit, Sync):
+            ctx.resolve(lambda pending: pending.after is not None)
+            continue
+        out.append(run_unit(ctx, unit, bar))
+    return out

@@ -23,7 +23,7 @@ its icons at its own size, scaled down to the icon size; the record's ``icons`` 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from generator.data.imageio import unit_to_uint8
 from generator.pipeline.context import RunContext
 from generator.pipeline.inputs import displayed, model_input
 from generator.pipeline.stages import Stage, register_stage
-from generator.pipeline.units import Unit
+from generator.pipeline.units import SYNC, Sync, Unit
 
 KIND = "blocks"
 ICON_KIND = "blocks-icons"
@@ -205,7 +205,7 @@ def used_channels(summary: Dict[str, Any]) -> Tuple[set, set]:
 # the stage
 
 
-def declare_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
+def declare_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Union[Unit, Sync]]:
     """One unit per (image, layer), then one icon unit per layer for the channels they show.
 
     The icon units are declared only after the image units ran (this is a generator), because
@@ -248,6 +248,7 @@ def declare_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterato
                        inputs={"image": item.id, "pixels": pixel_digest},
                        params={**params, "layer": layer, "upper": upper}, settings=run,
                        labels={"image": item.id, "layer": layer}, after=collect(layer, upper))
+    yield SYNC  # the channels come from every unit's ``after``, on whichever rank computed it
     for layer in layers:
         wanted = sorted(channels[layer])
         if wanted:

@@ -303,10 +303,8 @@ def _applies(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> bool:
 
 def _predictions_key(ctx: RunContext, model_id: str, dataset_id: str) -> Optional[str]:
     """The key of the predictions this run recorded for the pair (None: they failed)."""
-    for entry in ctx.entries:
-        if entry["kind"] == "predictions" and entry.get("model") == model_id and entry.get("dataset") == dataset_id:
-            return str(entry["key"])
-    return None
+    entry = ctx.find_entry("predictions", model=model_id, dataset=dataset_id)
+    return None if entry is None else str(entry["key"])
 
 
 # --- the stage -------------------------------------------------------------------------------------
@@ -329,7 +327,7 @@ def declare_compare(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterat
         for method in methods:
             if method in model_methods(ctx.config, m.id):
                 key = outcome_key(ctx, m, dataset_id, method)
-                if ctx.store.get(OUTCOME_KIND, key) is not None:  # a method whose maps failed is left out
+                if ctx.lookup(OUTCOME_KIND, key) is not None:  # a method whose maps failed is left out
                     needs[f"maps|{m.id}|{method}"] = Need(OUTCOME_KIND, key)
 
     def compute(**stored: Any) -> Computed:

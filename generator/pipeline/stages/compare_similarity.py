@@ -183,6 +183,7 @@ def grams_unit(ctx: RunContext, model_id: str, dataset_id: str) -> Unit:
 
     return Unit(kind=GRAMS_KIND, family=FAMILY, version=VERSION, compute=compute, model=model_id, dataset=dataset_id,
                 label=f"representation similarity within {model_id} on {dataset_id}",
+                group=f"similarity|{dataset_id}",  # one rank: the models' activations are collected once
                 params={**_key_params(ctx, dataset_id), "layers": layers_of(ctx.config, model_id, spec),
                         "gram_images": gram_images},
                 settings={"device": ctx.device.type})
@@ -205,6 +206,7 @@ def pair_unit(ctx: RunContext, model_a: str, model_b: str, dataset_id: str) -> U
 
     return Unit(kind=PAIR_KIND, family=FAMILY, version=VERSION, compute=compute, model=model_a, dataset=dataset_id,
                 label=f"representation similarity of {model_a} and {model_b} on {dataset_id}",
+                group=f"similarity|{dataset_id}",
                 # Model A's identity is the unit's model; B's goes in with the inputs.
                 inputs={"model_b": ModelIdentity.of(spec_b).as_dict()},
                 params={**_key_params(ctx, dataset_id), "layers_a": layers_of(ctx.config, model_a, spec_a),

@@ -124,7 +124,7 @@ def selectivity_unit(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Optio
     names = [m for m in evaluated_methods(ctx.config, mc.id) if m in model_methods(ctx.config, mc.id)]
     keys = {m: outcome_key(ctx, mc, dataset_id, m) for m in names}
     # Only the maps that exist: a method whose maps failed is left out of the curves.
-    needs = {m: Need(OUTCOME_KIND, k) for m, k in keys.items() if ctx.store.get(OUTCOME_KIND, k) is not None}
+    needs = {m: Need(OUTCOME_KIND, k) for m, k in keys.items() if ctx.lookup(OUTCOME_KIND, k) is not None}
     if not needs:
         return None
     n = _count(ctx, dataset_id, s.images_for(mc.id))

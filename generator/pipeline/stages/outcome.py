@@ -184,6 +184,8 @@ def declare_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterat
             return record, {"maps": ("maps.npz", npz_bytes(**arrays))}
 
         unit.compute = compute
+        # One rank computes every method of the pair: they share one joint pass (JointAttribution).
+        unit.group = f"attribution|{mc.id}|{dataset_id}"
         yield unit
 
 

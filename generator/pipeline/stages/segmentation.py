@@ -51,7 +51,7 @@ def declare_segmentation(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> I
     params = {"precision": ctx.config.precision, **ctx.config.outcome.params.get("gradcam", {})}
 
     def compute():
-        stored = ctx.store.get(OUTCOME_KIND, outcome_key(ctx, mc, dataset_id, "gradcam")) \
+        stored = ctx.lookup(OUTCOME_KIND, outcome_key(ctx, mc, dataset_id, "gradcam")) \
             if "gradcam" in ctx.config.outcome.methods_for(mc.id) else None
         if stored is not None:
             cams = stored.load_npz("maps")["maps"]
