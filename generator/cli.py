@@ -81,6 +81,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     config = _load(args.config)
     _check_outputs(config)
+    if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # A torchrun job: every rank computes its units, rank 0 (holding the lock) renders.
+        summary = run_report(config, show_progress=False)
+        print(summary.text())
+        return 0
     with report_lock(config.work_dir, "modelcard build"):
         summary = run_report(config, show_progress=not args.quiet)
         started = time.perf_counter()

@@ -85,7 +85,7 @@ def write_report(root: Path) -> Path:
           - id: pics
             source: folder:{images}
         outcome:
-          methods: [saliency, gradcam, integrated_gradients]
+          methods: [saliency, gradient_x_input, smoothgrad, vargrad, gradcam, gradcam_pp, integrated_gradients]
           images: 4
         evaluation:
           selectivity: {{images: 2}}

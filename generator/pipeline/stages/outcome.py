@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -80,45 +80,66 @@ def outcome_key(ctx: RunContext, mc: ModelConfig, dataset_id: str, method: str) 
     return unit_key(ctx, outcome_unit(ctx, mc, dataset_id, method))
 
 
+def shared_pass(method: str) -> str:
+    """The methods whose maps come from one shared pass are computed together (and by one rank
+    of a sharded run): the class attribute ``shares`` of the method ("gradient", "noise",
+    "cam"), or the method alone."""
+    from generator.methods.attribution import ATTRIBUTION_METHODS
+
+    return getattr(ATTRIBUTION_METHODS.get(method), "shares", None) or f"own:{method}"
+
+
 class JointAttribution:
-    """The maps of every method of a pair whose artifact is missing, computed together on first
-    request through :func:`attribute_many`, so methods that share passes (saliency and
-    gradient x input; the SmoothGrad family; Grad-CAM variants) pay for them once. Each unit
-    then takes its own method's result, or re-raises its own method's error."""
+    """The maps of the methods of a pair whose artifacts are missing, computed on first request
+    through :func:`attribute_many` together with the other missing methods of the same shared
+    pass (:func:`shared_pass`: saliency and gradient x input; the SmoothGrad family; Grad-CAM
+    variants), so those pay for it once. Each unit then takes its own method's result, or
+    re-raises its own method's error. Methods of different passes are computed separately (each
+    from the same seed), so a rank of a sharded run computes only its own units' passes."""
 
     def __init__(self, ctx: RunContext, mc: ModelConfig, dataset_id: str, keys: Dict[str, str]) -> None:
         self.ctx, self.mc, self.dataset_id, self.keys = ctx, mc, dataset_id, keys
-        self.done = False
+        self.done: set = set()  # shared passes already run (or failed)
         self.results: Dict[str, Any] = {}
         self.errors: Dict[str, BaseException] = {}
         self.explainers: Dict[str, Any] = {}
         self.probs: Optional[torch.Tensor] = None
+        self._inputs: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
-    def _run(self) -> None:
+    def _prepare(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The shown images as model input, their targets and probabilities (once per pair)."""
+        if self._inputs is None:
+            ctx, mc, dataset_id = self.ctx, self.mc, self.dataset_id
+            loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
+            n = min(ctx.config.outcome.images, len(dataset))
+            x = model_input(loaded.spec, displayed(loaded.spec, dataset, n), ctx.device)
+            targets = resolve_outcome_targets(ctx, mc, dataset_id, x)
+            with torch.no_grad():
+                self.probs = torch.softmax(loaded.module(x).float(), 1).cpu()
+            self._inputs = (x, targets)
+        return self._inputs
+
+    def _run(self, methods: List[str]) -> None:
         from generator.methods.attribution import ATTRIBUTION_METHODS, attribute_many
 
-        ctx, mc, dataset_id = self.ctx, self.mc, self.dataset_id
-        loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
-        spec = loaded.spec
-        n = min(ctx.config.outcome.images, len(dataset))
-        missing = [m for m, key in self.keys.items() if ctx.store.get(KIND, key) is None]
-        x = model_input(spec, displayed(spec, dataset, n), ctx.device)
-        targets = resolve_outcome_targets(ctx, mc, dataset_id, x)
-        with torch.no_grad():
-            self.probs = torch.softmax(loaded.module(x).float(), 1).cpu()
-        for m in missing:
+        ctx, mc = self.ctx, self.mc
+        loaded = ctx.models[mc.id]
+        x, targets = self._prepare()
+        explainers = {}
+        for m in methods:
             params = {"precision": ctx.config.precision, **ctx.config.outcome.params.get(m, {})}
             try:
-                self.explainers[m] = ATTRIBUTION_METHODS.get(m)(loaded.module, spec, **params)
+                explainers[m] = self.explainers[m] = ATTRIBUTION_METHODS.get(m)(loaded.module, loaded.spec, **params)
             except Exception as exc:  # noqa: BLE001 - that method's unit reports it
                 self.errors[m] = exc
         torch.manual_seed(ctx.config.seed)
         try:
-            self.results = attribute_many(list(self.explainers.values()), x, targets)
+            self.results.update(attribute_many(list(explainers.values()), x, targets))
             return
         except Exception:  # noqa: BLE001 - not a result of its own: the methods rerun alone and report
-            log.debug("shared attribution pass on %s/%s failed; each method alone", mc.id, dataset_id, exc_info=True)
-        for m, explainer in self.explainers.items():  # one method broke the shared run: each alone
+            log.debug("shared attribution pass on %s/%s failed; each method alone", mc.id, self.dataset_id,
+                      exc_info=True)
+        for m, explainer in explainers.items():  # one method broke the shared run: each alone
             torch.manual_seed(ctx.config.seed)
             try:
                 self.results[m] = explainer.attribute(x, targets)
@@ -126,12 +147,15 @@ class JointAttribution:
                 self.errors[m] = exc
 
     def result(self, method: str) -> Any:
-        if not self.done:
-            self.done = True  # once, even when it raises: the error below is then every unit's
+        shared = shared_pass(method)
+        if shared not in self.done:
+            self.done.add(shared)  # once, even when it raises: the error below is then every unit's
+            members = [m for m, key in self.keys.items()
+                       if shared_pass(m) == shared and (m == method or self.ctx.store.get(KIND, key) is None)]
             try:
-                self._run()
+                self._run(members)
             except Exception as exc:  # noqa: BLE001
-                self.errors = {m: exc for m in self.keys}
+                self.errors.update({m: exc for m in members})
         if method in self.errors:
             raise self.errors[method]
         if method not in self.results:
@@ -184,8 +208,8 @@ def declare_outcome(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterat
             return record, {"maps": ("maps.npz", npz_bytes(**arrays))}
 
         unit.compute = compute
-        # One rank computes every method of the pair: they share one joint pass (JointAttribution).
-        unit.group = f"attribution|{mc.id}|{dataset_id}"
+        # Methods of one shared pass run on one rank (JointAttribution computes them together).
+        unit.group = f"attribution|{mc.id}|{dataset_id}|{shared_pass(method)}"
         yield unit
 
 
