@@ -12,7 +12,7 @@ from PIL import Image
 
 import generator.data.sources as sources
 from generator.data.idx import write_idx
-from generator.data.imageio import read_image
+from generator.data.imageio import probe_image, read_image
 from generator.data.sources import load_dataset
 
 
@@ -132,18 +132,18 @@ def _limit_folder(root: Path) -> Path:
     return root
 
 
-def test_limit_stops_decoding_and_keeps_order_and_ids(tmp_path, monkeypatch):
+def test_limit_stops_reading_and_keeps_order_and_ids(tmp_path, monkeypatch):
     root = _limit_folder(tmp_path / "data")
     full = load_dataset("d", f"folder:{root}")
     decoded = []
 
-    def counting_read(path):
+    def counting_probe(path):
         decoded.append(Path(path).name)
-        return read_image(path)
+        return probe_image(path)
 
-    monkeypatch.setattr(sources, "read_image", counting_read)
+    monkeypatch.setattr(sources, "probe_image", counting_probe)
     ds = load_dataset("d", f"folder:{root}", {"limit": 3})
-    # The broken file is decoded, skipped and not counted; nothing after the third image is read.
+    # The broken file is probed, skipped and not counted; nothing after the third image is read.
     assert decoded == ["a.jpg", "a.png", "b_broken.png", "c.png"]
     assert [it.id for it in ds.items] == [it.id for it in full.items[:3]] == ["cat-a", "cat-a-2", "cat-c"]
     for mine, theirs in zip(ds.items, full.items):

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional, Tuple
 
 import numpy as np
+import PIL
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+# Bump when ``read_image`` turns the same file into different pixels (a new mode rule, EXIF
+# handling): a dataset's digest hashes file bytes rather than pixels, so this string (with
+# Pillow's version, whose decoders may change) is what keeps cached artifacts honest.
+READER_VERSION = "1"
+_ONE_CHANNEL_MODES = {"I;16", "I;16B", "I;16L", "I", "F", "L", "1"}
+_EXIF_ORIENTATION = 0x0112
 
 
 class ImageReadError(ValueError):
@@ -44,6 +53,42 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
         alpha = out[:, :, 3:4].astype(np.float32) / 255.0
         out = (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
     return np.ascontiguousarray(out)
+
+
+def decoder_version() -> str:
+    """What determines the pixels ``read_image`` makes of a file's bytes, for cache keys."""
+    return f"generator.data.imageio {READER_VERSION}; Pillow {PIL.__version__}"
+
+
+def probe_image(path: Path) -> Optional[Tuple[int, int, int]]:
+    """``(height, width, channels)`` that ``read_image(path)`` will return, from the header only.
+
+    Nothing is decoded, so listing many files stays cheap while files that are not images are
+    still found at load; a file whose header is fine but whose data is damaged fails later, when
+    it is decoded, with the same error. ``None`` when the header cannot tell the shape: a
+    non-square PNG with no EXIF block before its pixel data (an ``eXIf`` chunk after them may
+    turn it, and finding out would mean decoding). Raises :class:`ImageReadError` naming the file.
+    """
+    try:
+        with Image.open(path) as img:
+            width, height, mode = img.width, img.height, img.mode
+            if img.format == "PNG" and "exif" not in img.info:
+                # Pillow's PNG getexif() decodes the whole image to look for a trailing chunk.
+                if width != height:
+                    return None
+                orientation = 1
+            else:
+                try:
+                    orientation = int(img.getexif().get(_EXIF_ORIENTATION, 1))
+                except Exception:  # noqa: BLE001 - read_image keeps such a file unturned, and so do we
+                    orientation = 1
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    if orientation in (5, 6, 7, 8):  # the EXIF turns that swap width and height
+        width, height = height, width
+    # The same mode rules as read_image: one channel for gray and deep modes (checked there
+    # before transparency), three for the rest (alpha is composited onto white).
+    return height, width, (1 if mode in _ONE_CHANNEL_MODES else 3)
 
 
 def _apply_exif_orientation(img: Image.Image, path: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from generator.data.dataset import Dataset, ImageItem
 from generator.data.idx import read_idx
-from generator.data.imageio import IMAGE_SUFFIXES, ImageReadError, read_image, to_uint8
+from generator.data.imageio import IMAGE_SUFFIXES, ImageReadError, probe_image, to_uint8
 from generator.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,10 @@ def _scan_links(root: Path, paths: List[Path]) -> Tuple[List[Tuple[Path, str]], 
 def folder_source(argument: Optional[str], options: Dict[str, Any], *, base_dir: Optional[Path] = None) -> Dataset:
     """Images under ``argument``: class subfolders (labels in sorted order), then top-level files.
 
-    Links that leave the folder refuse the whole dataset; dangling links and unreadable files
-    are listed in ``skipped``. With ``options.limit`` decoding stops once that many images are read.
+    The files are listed, not decoded: each one's header is checked (so files that are not
+    images are listed in ``skipped`` with the reason, as are dangling links) and its pixels are
+    read when first asked for. Links that leave the folder refuse the whole dataset. With
+    ``options.limit`` the listing stops once that many images are found.
     """
     _check_options("folder", options, ["licence", "recursive"])
     if not argument:
@@ -198,11 +200,12 @@ def folder_source(argument: Optional[str], options: Dict[str, Any], *, base_dir:
     seen: Dict[str, int] = {}
     for path, label in listed:
         if limit is not None and len(items) >= limit:
-            break  # listing is cheap, decoding is not: read no further than asked
+            break  # read no further than asked
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
         try:
-            pixels = read_image(path)
+            # Header only: the pixels are decoded when a stage asks for them (ImageItem.pixels).
+            shape = probe_image(path)
         except ImageReadError as exc:
             log.warning("skipping %s", exc)
             skipped.append((str(path), str(exc)))
@@ -212,7 +215,8 @@ def folder_source(argument: Optional[str], options: Dict[str, Any], *, base_dir:
         seen[slug] = seen.get(slug, 0) + 1
         if seen[slug] > 1:
             slug = f"{slug}-{seen[slug]}"
-        items.append(ImageItem(id=slug, pixels=pixels, label=label, title=str(rel), source=str(path), licence=licence))
+        items.append(ImageItem(id=slug, path=path, rel_path=rel.as_posix(), shape=shape, label=label,
+                               title=str(rel), source=str(path), licence=licence))
     if not items:
         raise ValueError(f"dataset source {name!r}: no readable images in {root}"
                          + (f" ({len(skipped)} unreadable)" if skipped else ""))

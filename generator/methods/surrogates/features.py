@@ -149,11 +149,27 @@ class RegionIntensityFeatures:
     def _means(self, a: np.ndarray) -> np.ndarray:
         return np.stack([a[:, r0:r1, c0:c1].mean(axis=(1, 2)) for _, (r0, r1, c0, c1) in self.regions], 1)
 
-    def fit(self, images) -> "RegionIntensityFeatures":
+    def region_means(self, images) -> np.ndarray:
+        """``N x R`` mean intensity of every region of every image: all that fitting and
+        transforming need, so a large set can be reduced batch by batch and the rows stacked
+        (:meth:`fit_means`, :meth:`transform_means`)."""
         a = _to_gray(images)
-        self.shape = a.shape[1:]
-        self.regions = self._regions(*self.shape)
-        self.thresholds = np.quantile(self._means(a), self.quantiles, axis=0)  # (Q, R)
+        if not self.regions:
+            self.shape = a.shape[1:]
+            self.regions = self._regions(*self.shape)
+        if a.shape[1:] != self.shape:
+            raise ValueError(f"regions are laid out for {self.shape} images, got {a.shape[1:]}")
+        return self._means(a)
+
+    def fit(self, images) -> "RegionIntensityFeatures":
+        self.regions = []  # laid out afresh for these images
+        return self.fit_means(self.region_means(images))
+
+    def fit_means(self, means: np.ndarray) -> "RegionIntensityFeatures":
+        """Fit the thresholds from :meth:`region_means` rows (the regions must be laid out)."""
+        if not self.regions:
+            raise RuntimeError("call region_means() on the fitting images first")
+        self.thresholds = np.quantile(means, self.quantiles, axis=0)  # (Q, R)
         return self
 
     def transform(self, images) -> FeatureSet:
@@ -162,7 +178,12 @@ class RegionIntensityFeatures:
         a = _to_gray(images)
         if a.shape[1:] != self.shape:
             raise ValueError(f"fitted on {self.shape} images, got {a.shape[1:]}")
-        m = self._means(a)
+        return self.transform_means(self._means(a))
+
+    def transform_means(self, m: np.ndarray) -> FeatureSet:
+        """The binary features of images given by their :meth:`region_means` rows."""
+        if self.thresholds is None:
+            raise RuntimeError("call fit() first")
         cols, feats = [], []
         for r, (rname, box) in enumerate(self.regions):
             for qi, q in enumerate(self.quantiles):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from generator.engine.hooks import capture_activations, forward_hook, hooks_remo
 from generator.engine.layers import get_layer
 from generator.engine.preprocess import batches, display_images
 from generator.pipeline.context import RunContext
-from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.inputs import DisplayRows, model_input
 
 VERSION = "1"
 _SPLITS: Dict[Tuple, "DataSplit"] = {}
@@ -44,12 +44,12 @@ _PASSES: Dict[Tuple, Dict[str, np.ndarray]] = {}
 class DataSplit:
     """Training and held-out examples of one (model, dataset) pair, as the model sees them."""
 
-    train_pixels: np.ndarray  # uint8 N x H x W x C
+    train_pixels: DisplayRows  # uint8 N x H x W x C as the model sees them, read on demand
     train_labels: np.ndarray  # int64 N
     train_index: np.ndarray  # rows of the training source the pool holds (sorted)
     train_total: int  # size of the whole training source
     train_source: str  # words for the page
-    test_pixels: np.ndarray
+    test_pixels: DisplayRows
     test_labels: np.ndarray
     test_index: np.ndarray  # items of the configured dataset
     test_ids: List[str]
@@ -106,7 +106,8 @@ def data_split(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> DataSplit:
     if cache in _SPLITS:
         return _SPLITS[cache]
     art, checkpoints = _checkpoint_list(ctx, mc)
-    all_test = displayed(spec, ds, len(ds))
+    # Rows, not pixels: a folder of 50,000 photos is read batch by batch when a pass needs it.
+    all_test = DisplayRows(spec, ds)
     labels = ds.labels()
     if art is not None and art.record.get("data", {}).get("source"):
         # The model's own training split (Fashion-MNIST), read from where training read it.
@@ -115,7 +116,7 @@ def data_split(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> DataSplit:
         images, train_labels = load_fashion_mnist_arrays("train", art.record["data"]["source"])
         index = stratified_subset(train_labels, size, seed)
         pixels = display_images([images[i][:, :, None] for i in index], spec)
-        split = DataSplit(pixels, train_labels[index], index, len(images),
+        split = DataSplit(DisplayRows(spec, array=pixels), train_labels[index], index, len(images),
                           f"the model's training split ({len(images):,} images)",
                           all_test, labels, np.arange(len(ds)), [it.id for it in ds.items],
                           checkpoints, True)
@@ -127,9 +128,9 @@ def data_split(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> DataSplit:
         test_rows, rest = np.sort(perm[:n_test]), np.sort(perm[n_test:])
         index = rest[stratified_subset(labels[rest], size, seed)]
         final = [({k: v.detach().cpu() for k, v in loaded.module.state_dict().items()}, 1.0, "final weights")]
-        split = DataSplit(all_test[index], labels[index], index, len(rest),
+        split = DataSplit(all_test.subset(index), labels[index], index, len(rest),
                           f"{1 - holdout:.0%} of dataset {dataset_id} ({len(rest):,} images; the rest is held out)",
-                          all_test[test_rows], labels[test_rows], test_rows, [ds.items[i].id for i in test_rows],
+                          all_test.subset(test_rows), labels[test_rows], test_rows, [ds.items[i].id for i in test_rows],
                           final, False)
         split.digest = input_digest("data_split", version=VERSION, data=ds.digest(), index=index.tolist(),
                                     test=test_rows.tolist())
@@ -147,12 +148,26 @@ def last_linear(module: nn.Module) -> Tuple[str, nn.Linear]:
     return name, get_layer(module, name)
 
 
+def _pixel_batches(pixels: Union[np.ndarray, DisplayRows], batch_size: int) -> Iterator[np.ndarray]:
+    if isinstance(pixels, DisplayRows):
+        for _, batch in pixels.batches(batch_size):
+            yield batch
+    else:
+        for sl in batches(len(pixels), batch_size):
+            yield pixels[sl]
+
+
+def _rows_of(pixels: Union[np.ndarray, DisplayRows], rows: np.ndarray) -> Union[np.ndarray, DisplayRows]:
+    return pixels.subset(rows) if isinstance(pixels, DisplayRows) else pixels[rows]
+
+
 @torch.no_grad()
-def forward_pass(module: nn.Module, spec, pixels: np.ndarray, device: torch.device, *,
+def forward_pass(module: nn.Module, spec, pixels: Union[np.ndarray, DisplayRows], device: torch.device, *,
                  embedding_layer: Optional[str], channel_layer: Optional[str], batch_size: int = 500
                  ) -> Dict[str, np.ndarray]:
-    """One pass over ``pixels``: ``logits``, the embedding (flattened), the channel layer's
-    spatially mean-pooled activations, and the last linear layer's input and output."""
+    """One pass over ``pixels`` (an array, or rows read batch by batch): ``logits``, the
+    embedding (flattened), the channel layer's spatially mean-pooled activations, and the last
+    linear layer's input and output."""
     lin_name, lin = last_linear(module)
     layers = {k: v for k, v in (("embedding", embedding_layer), ("channels", channel_layer)) if v}
     mods = {role: get_layer(module, name) for role, name in layers.items()}
@@ -164,8 +179,8 @@ def forward_pass(module: nn.Module, spec, pixels: np.ndarray, device: torch.devi
         with hooks_removed_after() as handles, capture_activations(module, mods) as store:
             handles.append(forward_hook(lin,
                 lambda _m, i, o: lin_store.update(lin_in=i[0].detach(), lin_out=o.detach())))
-            for sl in batches(len(pixels), batch_size):
-                logits = module(model_input(spec, pixels[sl], device))
+            for batch in _pixel_batches(pixels, batch_size):
+                logits = module(model_input(spec, batch, device))
                 out["logits"].append(logits.float().cpu().numpy())
                 out["lin_in"].append(lin_store["lin_in"].flatten(1).float().cpu().numpy())
                 out["lin_out"].append(lin_store["lin_out"].float().cpu().numpy())
@@ -226,7 +241,7 @@ def checkpoint_passes(ctx: RunContext, mc: ModelConfig, dataset_id: str, test_ro
             model.to(ctx.device).eval()
             tr = forward_pass(model, loaded.spec, split.train_pixels, ctx.device, embedding_layer=None,
                               channel_layer=None)
-            te = forward_pass(model, loaded.spec, split.test_pixels[test_rows], ctx.device,
+            te = forward_pass(model, loaded.spec, _rows_of(split.test_pixels, test_rows), ctx.device,
                               embedding_layer=None, channel_layer=None)
             del model
         prefix = f"{lin_name}." if lin_name else ""

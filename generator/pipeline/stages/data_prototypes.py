@@ -16,6 +16,7 @@ import torch
 from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
+from generator.pipeline.inputs import DisplayRows
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.stages.data_common import applies, data_split, embedding_layer, final_passes
 from generator.pipeline.units import Unit
@@ -42,6 +43,17 @@ def misclassified_share(entries: List[Dict[str, Any]]) -> float | None:
     return float(np.mean([e["prediction"] != e["label"] for e in entries])) if entries else None
 
 
+def pixel_matrix(pixels: DisplayRows, batch_size: int = 500) -> np.ndarray:
+    """float32 ``N x (H*W*C)`` in [0, 1]: the pool in pixel space, filled batch by batch so only
+    the float matrix MMD-critic works on is held, never the decoded images as well."""
+    n = len(pixels)
+    _, h, w = pixels.spec.input_size
+    X = np.empty((n, h * w * pixels.spec.channels), np.float32)
+    for sl, batch in pixels.batches(batch_size):
+        X[sl] = batch.reshape(len(batch), -1).astype(np.float32) / 255.0
+    return X
+
+
 def declare_prototypes(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
     """One unit: MMD-critic per class and over all classes."""
     from generator.methods.data.mmd_critic import median_heuristic_bandwidth, mmd_critic, mmd_critic_per_class
@@ -56,8 +68,7 @@ def declare_prototypes(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Ite
 
     def compute():
         train, _ = final_passes(ctx, mc, dataset_id)
-        X = train["embedding"] if settings.space == "embedding" else \
-            split.train_pixels.reshape(len(split.train_pixels), -1).astype(np.float32) / 255.0
+        X = train["embedding"] if settings.space == "embedding" else pixel_matrix(split.train_pixels)
         logits = torch.as_tensor(train["logits"])
         probs = torch.softmax(logits, 1).numpy()
         pred = probs.argmax(1)

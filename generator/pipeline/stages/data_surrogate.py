@@ -23,6 +23,7 @@ import numpy as np
 from generator.artifacts.store import npz_bytes
 from generator.config import ModelConfig
 from generator.pipeline.context import RunContext
+from generator.pipeline.inputs import DisplayRows
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.stages.data_common import applies, channel_layer, data_split, final_passes
 from generator.pipeline.units import Unit
@@ -37,6 +38,16 @@ def gray(pixels: np.ndarray) -> np.ndarray:
         return pixels[:, :, :, 0]
     luma = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     return (luma + 0.5).clip(0, 255).astype(np.uint8)
+
+
+def region_means(reg, pixels: DisplayRows, batch_size: int = 500) -> np.ndarray:
+    """``reg.region_means`` of every row of ``pixels``, read batch by batch (``N x regions``).
+
+    Intensities go in as floats in [0, 1]: the features rescale uint8 input only when a batch's
+    maximum says it is uint8, which an all-dark batch would not.
+    """
+    parts = [reg.region_means(gray(batch).astype(np.float32) / 255.0) for _, batch in pixels.batches(batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(reg.regions)), np.float32)
 
 
 def most_variable(a: np.ndarray, k: int) -> List[int]:
@@ -78,8 +89,11 @@ def declare_surrogate(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iter
         icon_rows: Dict[int, int] = {}
         if "region" in s.features:
             reg = RegionIntensityFeatures(grid=s.region_grid, quantiles=s.region_quantiles)
-            sets_fit.append(reg.fit_transform(gray(split.train_pixels)))
-            sets_test.append(reg.transform(gray(split.test_pixels)))
+            # Region means (N x regions) are all the features need, so the images are read
+            # batch by batch and only the means kept.
+            fit_means = region_means(reg, split.train_pixels)
+            sets_fit.append(reg.fit_means(fit_means).transform_means(fit_means))
+            sets_test.append(reg.transform_means(region_means(reg, split.test_pixels)))
         if "channel" in s.features:
             if layer is None:
                 raise ctx.config.error(("data", "decision_set", "channel_layer"),

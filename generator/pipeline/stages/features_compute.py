@@ -8,6 +8,7 @@ seed and the device type; a second run with the same settings reuses every one o
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -17,9 +18,8 @@ import torch.nn.functional as F
 from generator.artifacts.store import Artifact, npz_bytes
 from generator.config import ModelConfig
 from generator.data.imageio import unit_to_uint8 as to_uint8
-from generator.engine.preprocess import batches
 from generator.pipeline.context import RunContext
-from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.inputs import DisplayRows, display_batches, displayed, model_input
 from generator.pipeline.units import Need, Unit, unit_key
 
 VERSION = "1"
@@ -159,12 +159,16 @@ class FeatureJob:
             k = min(self.plan.examples, len(dataset))
 
             def compute(layer=layer, chans=chans, k=k):
-                display = displayed(spec, dataset, len(dataset))
-                feed = (model_input(spec, display[sl], dev) for sl in batches(len(display), 256))
+                # Streamed: top_activating keeps only the top k per channel, so the dataset is
+                # read batch by batch and only the winners are decoded again for their crops.
+                feed = (model_input(spec, display, dev) for _, display in display_batches(spec, dataset))
                 ex = fv.top_activating(self.model, spec, layer, feed, channels=chans, k=k, reduce="max",
                                        precision="fp32")
-                crops = ex.crops(display)
                 shown = np.unique(ex.indices)
+                winners = DisplayRows(spec, dataset, shown)[:]
+                # crops() indexes images by dataset row; searchsorted maps each row to its place
+                # among the winners (shown is sorted and holds every row of ex.indices).
+                crops = dataclasses.replace(ex, indices=np.searchsorted(shown, ex.indices)).crops(winners)
                 rec = {"model": self.mc.id, "layer": layer, "dataset": dataset.id, "channels": chans, "k": k,
                        "reduce": ex.reduce, "act_hw": list(ex.act_hw), "input_hw": list(ex.input_hw),
                        "values": np.round(ex.values.astype(np.float64), 5).tolist(),
@@ -176,7 +180,7 @@ class FeatureJob:
                 return rec, {"examples": ("examples.npz", npz_bytes(
                     values=ex.values.astype(np.float32), indices=ex.indices.astype(np.int64),
                     positions=ex.positions.astype(np.int64), boxes=ex.boxes(), crops=crops,
-                    shown=shown.astype(np.int64), thumbs=display[shown]))}
+                    shown=shown.astype(np.int64), thumbs=winners))}
 
             unit = self._unit("features_examples", compute, f"dataset examples {layer}", dataset=dataset.id,
                               labels={"layer": layer}, layer=layer, channels=chans, k=k)
@@ -194,8 +198,7 @@ class FeatureJob:
             top = arrays["indices"][:, 0]
             pos = arrays["positions"][:, 0]
             boxes = arrays["boxes"][:, 0]
-            display = displayed(spec, dataset, len(dataset))
-            x = model_input(spec, display[top], self.ctx.device)
+            x = model_input(spec, DisplayRows(spec, dataset, top)[:], self.ctx.device)
             chans = examples.record["channels"]
             proj = fv.deconv_projection(self.model, layer, x, chans, pos, layout=fv.spec_layout(spec))
             images = np.stack([fv.projection_image(p) for p in proj])

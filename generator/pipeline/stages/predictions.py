@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from generator.artifacts.store import json_bytes, npz_bytes
 from generator.config import ModelConfig
+from generator.data.dataset import Dataset
 from generator.engine.preprocess import batches
 from generator.pipeline.context import RunContext
 from generator.pipeline.finite import check_logits
-from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.inputs import display_batches, displayed, model_input
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.units import Unit
 
@@ -33,6 +34,29 @@ def predict(model: torch.nn.Module, spec, display: np.ndarray, device: torch.dev
     return np.concatenate(out) if out else np.zeros((0, spec.num_classes), np.float32)
 
 
+@torch.no_grad()
+def predict_top_k(model: torch.nn.Module, spec, dataset: Dataset, device: torch.device, top_k: int,
+                  batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+    """``(classes N x k int64, probabilities N x k float32)`` of every image, best first.
+
+    The dataset is read in batches (files decoded by DataLoader workers) and only the top ``k``
+    of each row is kept, so memory is one batch plus ``N x k`` whatever the dataset's size.
+    Ties keep the lower class first, as a stable sort of the full probabilities would.
+    """
+    ids = [it.id for it in dataset.items]
+    order_parts, prob_parts = [], []
+    for sl, display in display_batches(spec, dataset, batch_size=batch_size):
+        logits = model(model_input(spec, display, device))
+        check_logits(spec.id, logits, ids[sl])
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        order_parts.append(order)
+        prob_parts.append(np.take_along_axis(probs, order, axis=1))
+    if not order_parts:
+        return np.zeros((0, top_k), np.int64), np.zeros((0, top_k), np.float32)
+    return np.concatenate(order_parts), np.concatenate(prob_parts)
+
+
 def declare_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterator[Unit]:
     """One unit: the whole dataset's top-k predictions (and the shown images' inputs)."""
     loaded, dataset = ctx.models[mc.id], ctx.datasets[dataset_id]
@@ -41,10 +65,8 @@ def declare_predictions(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> It
     shown = min(ctx.config.outcome.images, len(dataset))
 
     def compute():
-        display = displayed(spec, dataset, len(dataset))
-        probs = predict(loaded.module, spec, display, ctx.device, ids=[it.id for it in dataset.items])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        top_p = np.take_along_axis(probs, order, axis=1)
+        order, top_p = predict_top_k(loaded.module, spec, dataset, ctx.device, top_k)
+        display = displayed(spec, dataset, shown)  # only the shown images are kept as pixels
         labels = dataset.labels()
         has_labels = dataset.has_labels and len(dataset.class_names) == spec.num_classes
         summary = {"model": mc.id, "dataset": dataset_id, "count": int(len(dataset)), "top_k": top_k,
