@@ -54,6 +54,8 @@ class RunContext:
     # spends its time on, for benchmarks/build.py; never part of a record or the manifest.
     unit_seconds: Dict[str, float] = field(default_factory=dict)
     computed_seconds: Dict[str, float] = field(default_factory=dict)  # of computed units only
+    # Every unit in plan order with the rank that computes it (written as plan.json).
+    plan: List[Dict[str, Any]] = field(default_factory=list)
     # Set in a job of several ranks (torchrun): which rank computes which unit.
     shard: Optional[Shard] = None
 

@@ -248,6 +248,9 @@ def _run_locked(config: ReportConfig, show_progress: bool, shard: Optional[Shard
     write_json_atomic(manifest_path, manifest)
     # Measured seconds of the units computed now: the next sharded run balances with them.
     write_costs(work, computed_seconds)
+    # Which rank computed what, and how long it took: for reading a job, and for benchmarks/scale.py.
+    write_json_atomic(work / "plan.json", [{**step, "seconds": round(computed_seconds[step["label"]], 3)
+                                           if step["label"] in computed_seconds else None} for step in ctx.plan])
     if shard is not None:
         remove_run_dir(shard.run_dir)
     return RunSummary(computed=computed, reused=reused,

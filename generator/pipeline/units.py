@@ -143,8 +143,12 @@ def run_unit(ctx: "RunContext", unit: Unit, bar: Any = None) -> Optional[Artifac
     if key is None:
         _advance(bar)
         return None
+    owner = 0
     if shard is not None:
         owner = shard.assign(unit.kind, key, unit.label, unit.cost, unit.group)
+    ctx.plan.append({"label": unit.label, "kind": unit.kind, "key": key, "group": unit.group, "cost": unit.cost,
+                     "rank": owner})
+    if shard is not None:
         if owner != shard.rank:
             # Not waited for now: a placeholder the manifest fills in, resolved earlier only when
             # something needs it (a ``needs``, a lookup, a SYNC before declarations that use ``after``).

@@ -31,8 +31,9 @@ import torch
 from generator.artifacts.store import json_bytes, npz_bytes
 from generator.config import ModelConfig
 from generator.data.imageio import unit_to_uint8
+from generator.engine.preprocess import display_images
 from generator.pipeline.context import RunContext
-from generator.pipeline.inputs import displayed, model_input
+from generator.pipeline.inputs import model_input
 from generator.pipeline.stages import Stage, register_stage
 from generator.pipeline.units import SYNC, Sync, Unit
 
@@ -219,7 +220,8 @@ def declare_blocks(ctx: RunContext, mc: ModelConfig, dataset_id: str) -> Iterato
     layers = resolve_layers(s, spec)
     classes = resolve_classes(s, spec)
     icons = s.icons_for(ctx.device.type)
-    display = displayed(spec, dataset, max(indices) + 1) if indices else None
+    # Only the chosen images (an image near the end of a large folder must not decode those before it).
+    display = {i: display_images([dataset.items[i].pixels], spec)[0] for i in indices}
     params = dict(top_k=s.top_k, classes=classes, n_channels=s.n_channels, n_groups=s.n_groups, icons=icons)
     run = {"seed": ctx.config.seed, "device": ctx.device.type}
     channels: Dict[str, set] = {layer: set() for layer in layers}
