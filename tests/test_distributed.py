@@ -326,3 +326,69 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_harms_nothing(fresh: Pat
     got = artifact_bytes(work)
     assert [n for n in files if got.get(n) != files[n]] == []
     assert (work / "manifest.json").read_bytes() == manifest
+
+
+# --- a layer's gallery in parts ------------------------------------------------------------
+
+def test_gallery_parts_join_into_the_gallery_of_one_render(tmp_path: Path, monkeypatch):
+    """``features.part_channels`` splits a layer's gallery into units of whole render batches;
+    the joined gallery holds the images, values and trajectories of one render of the layer."""
+    from conftest import TINY_MODEL_MODULE, write_image_folder
+
+    from generator.config import load_config
+    from generator.methods.featurevis import profiles
+    from generator.pipeline.run import run_report
+    from generator.render.manifest import Manifest
+
+    # Batches of 4 images, so the tiny CNN's 16 channels of relu2 span several batches.
+    monkeypatch.setitem(profiles.PROFILES, "quick", profiles.PROFILES["quick"].with_(batch_size=4))
+    images = write_image_folder(tmp_path / "images")
+    (tmp_path / "tinymodel.py").write_text(TINY_MODEL_MODULE)
+    galleries = {}
+    for name, part in (("whole", None), ("parts", 5)):
+        folder = tmp_path / name
+        folder.mkdir()
+        features = textwrap.indent(textwrap.dedent(f'''
+            enabled: true
+            profile: quick
+            layers: {{tiny: [relu2]}}
+            channels: all
+            steps: 3
+            diversity: 0
+            negative: false
+            examples: 0
+            deconvnet: false
+            filters: false
+            max_classes: 0
+            deepdream_images: 0
+            part_channels: {"null" if part is None else part}
+        '''), "  ")
+        (folder / "report.yaml").write_text(textwrap.dedent(f'''
+            title: parts
+            device: cpu
+            models:
+              - {{id: tiny, source: "python:tinymodel:build"}}
+            datasets:
+              - {{id: pics, source: "folder:{images}"}}
+            outcome: {{enabled: false}}
+            evaluation: {{enabled: false}}
+            data: {{enabled: false}}
+            blocks: {{enabled: false}}
+            compare: {{enabled: false}}
+            features:
+        ''') + features)
+        shutil.copy(tmp_path / "tinymodel.py", folder / "tinymodel.py")
+        config = load_config(folder / "report.yaml")
+        summary = run_report(config, show_progress=False)
+        assert summary.failed == []
+        manifest = Manifest.load(config.work_dir)
+        galleries[name] = (manifest.one("features_gallery", model="tiny", layer="relu2"),
+                           manifest.find("features_gallery_part", model="tiny"))
+    whole, no_parts = galleries["whole"]
+    joined, parts = galleries["parts"]
+    assert no_parts == [] and [p.record["channels"] for p in parts] == [list(range(8)), list(range(8, 16))]
+    assert [p.record["first_image"] for p in parts] == [0, 8]
+    assert whole.file("images").read_bytes() == joined.file("images").read_bytes()
+    drop = ("key", "integrity")
+    assert {k: v for k, v in whole.record.items() if k not in drop} == \
+        {k: v for k, v in joined.record.items() if k not in drop}

@@ -46,7 +46,10 @@ def reports(tmp_path_factory) -> Dict[str, Path]:
     Fashion-MNIST report (a model trained here, ROAR / KAR) and two models compared."""
     gray_root = tmp_path_factory.mktemp("records_gray")
     gray = folder_config(gray_root)
-    gray.write_text(gray.read_text().replace("outcome:\n  enabled: false\n", "") + FULL)
+    # part_channels: the galleries come in parts (features_gallery_part), joined afterwards
+    full = FULL.replace("features: {enabled: true,", "features: {enabled: true, part_channels: 1,")
+    assert full != FULL
+    gray.write_text(gray.read_text().replace("outcome:\n  enabled: false\n", "") + full)
     fashion_root = tmp_path_factory.mktemp("records_fashion")
     data_dir = write_fake_fashion(fashion_root / "fmnist", n_train=120, n_test=100)
     fashion = fashion_config(fashion_root, data_dir)

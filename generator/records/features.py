@@ -41,6 +41,16 @@ class GalleryRecord(_Rendered):
     layer_channels: int  # channels the layer has
 
 
+@register("features_gallery_part")
+class GalleryPartRecord(_Rendered):
+    """Channels ``first_image`` .. of a layer's gallery, rendered as one unit of a split layer."""
+
+    model: str
+    layer: str
+    channels: List[int]
+    first_image: int
+
+
 @register("features_diversity")
 class DiversityRecord(_Rendered):
     """``per_unit`` images per channel, pushed apart (values are channel-major)."""

@@ -51,3 +51,8 @@ class FeaturesSettings(BaseModel):
     deepdream_size: Optional[int] = Field(default=None, ge=16)  # None: quick 160 px, full: input size
     deconvnet: bool = True  # project each shown unit's strongest dataset example to pixels
     filters: bool = True  # first-layer filter grid
+    # Channels per unit of work of a layer's gallery: a layer with more chosen channels is
+    # rendered in parts of this many (rounded up to whole render batches), each its own unit, so
+    # the ranks of a torchrun job share a Microscope-sized layer; the parts are joined into the
+    # same gallery as one render gives. None: one unit per layer.
+    part_channels: Optional[int] = Field(default=None, ge=1)

@@ -239,6 +239,7 @@ def render(
     n_images: int = 1,
     init_pixels: Optional[torch.Tensor] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    first_image: int = 0,
 ) -> RenderResult:
     """Render feature visualisations; returns images (N, H, W, C) in [0, 1].
 
@@ -249,7 +250,9 @@ def render(
     input size; pixels pass through ``transforms`` (``"standard"``, ``"none"`` or a list),
     then the spec's mean/std, then the model. ``redirected_relu_steps`` uses the redirected
     ReLU gradient for that many first steps. ``init_pixels`` (N, C, H, W in [0, 1]) starts
-    from given images instead of noise. The model is left exactly as it was.
+    from given images instead of noise. ``first_image`` numbers the images from there for their
+    seeds: channels 64..127 rendered with ``first_image=64`` are the same images as those of one
+    render of channels 0..127 (a layer split into parts over ranks). The model is left exactly as it was.
 
     A model that refuses ``size`` (a vision transformer with a fixed input size, say) is found
     with one small forward pass before optimising and rendered at its own input size instead;
@@ -288,7 +291,7 @@ def render(
             stop = min(total, start + chunk)
             n = stop - start
             sub = obj.slice(start, stop)
-            gens = image_seeds(seed, start, n)
+            gens = image_seeds(seed, first_image + start, n)
             p = make_param(param, n, channels, hw, generators=[g for g, _ in gens], **kwargs).to(dev)
             if init_pixels is not None:
                 p.set_from_pixels(init_pixels[start:stop])

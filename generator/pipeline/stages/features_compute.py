@@ -94,22 +94,77 @@ class FeatureJob:
         yield self._unit("features_filters", compute, "first-layer filters")
 
     def galleries(self) -> Iterator[Unit]:
-        """One image per chosen channel of each layer, the whole layer in one render call."""
+        """One image per chosen channel of each layer, the whole layer in one render call, or
+        in parts of ``features.part_channels`` channels joined afterwards (:meth:`_gallery_parts`)."""
         from generator.methods import featurevis as fv
 
+        part = self.ctx.config.features.part_channels
         for layer in self.plan.layers:
             chans = self.plan.channels[layer]
+            if part is not None and len(chans) > part:
+                yield from self._gallery_parts(layer, chans, part)
+                continue
 
             def compute(layer=layer, chans=chans):
                 res = fv.channel_gallery(self.model, self.spec, layer, chans, profile=self.plan.profile, seed=self.seed)
-                rec = {"model": self.mc.id, "layer": layer, "channels": chans,
-                       "layer_channels": self.plan.layer_channels[layer], **self._result_record(res)}
-                return rec, {"images": ("images.npz", npz_bytes(
-                    images=to_uint8(res.images), channels=np.asarray(chans, np.int64),
-                    values=res.final_values.astype(np.float32), trajectory=res.trajectory.astype(np.float32)))}
+                return self._gallery_record(layer, chans, to_uint8(res.images), res.final_values, res.trajectory,
+                                            self._result_record(res))
 
             yield self._unit("features_gallery", compute, f"gallery {layer}", labels={"layer": layer}, layer=layer,
                              channels=chans, settings=self._render_settings())
+
+    def _gallery_record(self, layer: str, chans: List[int], images: np.ndarray, values: np.ndarray,
+                        trajectory: np.ndarray, result: Dict[str, Any]):
+        """The gallery's record and files from uint8 images and their objective values."""
+        rec = {"model": self.mc.id, "layer": layer, "channels": chans,
+               "layer_channels": self.plan.layer_channels[layer], **result}
+        return rec, {"images": ("images.npz", npz_bytes(
+            images=images, channels=np.asarray(chans, np.int64),
+            values=values.astype(np.float32), trajectory=trajectory.astype(np.float32)))}
+
+    def _gallery_parts(self, layer: str, chans: List[int], part: int) -> Iterator[Unit]:
+        """A layer's gallery as parts of whole render batches (each a unit any rank may take),
+        then the gallery joined from them. Images are seeded by their index in the layer
+        (``first_image``) and batches are the same as in one render, so the joined gallery holds
+        the images one render of the layer gives."""
+        from generator.methods import featurevis as fv
+
+        batch = int(self.plan.profile.batch_size)
+        size = -(-part // batch) * batch  # whole batches: the same batches as one render
+        needs: Dict[str, Need] = {}
+        for first in range(0, len(chans), size):
+            sub = chans[first:first + size]
+
+            def compute(sub=sub, first=first):
+                res = fv.channel_gallery(self.model, self.spec, layer, sub, profile=self.plan.profile, seed=self.seed,
+                                         first_image=first)
+                rec = {"model": self.mc.id, "layer": layer, "channels": sub, "first_image": first,
+                       **self._result_record(res)}
+                return rec, {"images": ("images.npz", npz_bytes(
+                    images=to_uint8(res.images), values=res.final_values.astype(np.float32),
+                    trajectory=res.trajectory.astype(np.float32)))}
+
+            what = f"gallery {layer} channels {first}-{first + len(sub) - 1}"
+            unit = self._unit("features_gallery_part", compute, what,
+                              labels={"layer": layer, "first_image": first}, layer=layer, channels=sub,
+                              first_image=first, settings=self._render_settings())
+            needs[f"part{first}"] = Need(unit.kind, unit_key(self.ctx, unit))
+            yield unit
+
+        def join(**parts: Artifact):
+            ordered = [parts[f"part{first}"] for first in range(0, len(chans), size)]
+            arrays = [a.load_npz("images") for a in ordered]
+            result = {"settings": ordered[0].record["settings"],  # the same in every part
+                      "descriptions": [d for a in ordered for d in a.record["descriptions"]],
+                      "description": fv.channel(layer, list(chans)).description,
+                      "values": [v for a in ordered for v in a.record["values"]]}
+            return self._gallery_record(
+                layer, chans, np.concatenate([a["images"] for a in arrays]),
+                np.concatenate([a["values"] for a in arrays]),
+                np.concatenate([a["trajectory"] for a in arrays], axis=1), result)
+
+        yield self._unit("features_gallery", join, f"gallery {layer}", labels={"layer": layer}, layer=layer,
+                         channels=chans, settings=self._render_settings(), needs=needs, part_channels=size)
 
     def unit_sets(self) -> Iterator[Unit]:
         """Per unit: a diversity set and the negative visualisation (each one batched render
