@@ -85,11 +85,12 @@ def distributed_env() -> Optional[Tuple[int, int, int]]:
     """``(rank, world size, local rank)`` when launched by torchrun with more than one rank."""
     try:
         world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
+        rank = int(os.environ["RANK"]) if world > 1 else 0
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        # WORLD_SIZE without a usable RANK is not a torchrun job (a scheduler's variable): one process.
         return None
-    if world <= 1:
-        return None
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return (rank, world, local) if world > 1 else None
 
 
 class Shard:
