@@ -392,3 +392,12 @@ def test_gallery_parts_join_into_the_gallery_of_one_render(tmp_path: Path, monke
     drop = ("key", "integrity")
     assert {k: v for k, v in whole.record.items() if k not in drop} == \
         {k: v for k, v in joined.record.items() if k not in drop}
+
+
+def test_rank_zero_reads_every_ranks_progress(tmp_path: Path):
+    zero, one = Shard(0, 2, tmp_path / "run"), Shard(1, 2, tmp_path / "run")
+    assert zero.progress(every=0) == "units done: rank 0 1, rank 1 0"  # rank 1 has said nothing yet
+    for _ in range(3):
+        assert one.progress(every=0) is None  # the others only write
+    assert zero.progress(every=0) == "units done: rank 0 2, rank 1 3"
+    assert zero.progress(every=3600) is None  # not more often than asked

@@ -51,6 +51,8 @@ SHARDS_DIR = ".shards"
 POLL_START, POLL_MAX = 0.02, 0.5
 #: A rank waiting this long for one unit says so in the log (it keeps waiting).
 SLOW_WAIT_SECONDS = 120.0
+#: How often ranks tell rank 0 how many of their units are done (seconds).
+PROGRESS_SECONDS = 2.0
 
 
 class ShardError(RuntimeError):
@@ -109,6 +111,8 @@ class Shard:
         self.pending: List[Pending] = []
         self.resolved = 0  # deferred units resolved so far (keeps ``Pending.seq`` increasing)
         self.waited = 0.0  # seconds spent waiting for other ranks (not part of any unit's cost)
+        self.finished = 0  # own units finished (computed, reused or failed)
+        self._told = 0.0  # when progress was last written (other ranks) or read (rank 0)
         (self.run_dir / "failed").mkdir(parents=True, exist_ok=True)
 
     # --- assignment ------------------------------------------------------------------------
@@ -156,6 +160,28 @@ class Shard:
 
     def done_stats(self, rank: int) -> Dict[str, Any]:
         return json.loads(self._done_path(rank).read_text())
+
+    # --- progress ----------------------------------------------------------------------------
+
+    def progress(self, every: float = PROGRESS_SECONDS) -> Optional[str]:
+        """Count one finished unit of this rank. The other ranks write their count to the job's
+        folder every ``every`` seconds; rank 0 reads them as often and returns a line for its
+        progress bar ("units done: rank 0 12, rank 1 15"), else None."""
+        self.finished += 1
+        now = time.monotonic()
+        if now - self._told < every:
+            return None
+        self._told = now
+        if self.rank != 0:
+            write_json_atomic(self.run_dir / f"progress-{self.rank}.json", {"finished": self.finished})
+            return None
+        counts = [self.finished]
+        for other in range(1, self.world):
+            try:
+                counts.append(int(json.loads((self.run_dir / f"progress-{other}.json").read_text())["finished"]))
+            except (OSError, ValueError, KeyError):
+                counts.append(0)  # not written yet
+        return "units done: " + ", ".join(f"rank {r} {n}" for r, n in enumerate(counts))
 
     # --- waiting -----------------------------------------------------------------------------
 

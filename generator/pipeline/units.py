@@ -171,6 +171,10 @@ def run_unit(ctx: "RunContext", unit: Unit, bar: Any = None) -> Optional[Artifac
     if artifact is None and shard is not None:
         # The other ranks record the same failure lines in the same places of their lists.
         shard.publish_failure(unit.kind, key, ctx.failures[failures:], ctx.unsupported[unsupported:])
+    if shard is not None:
+        note = shard.progress()  # rank 0's bar shows every rank's count
+        if note is not None and bar is not None:
+            bar.set_postfix_str(note, refresh=False)
     _finish(ctx, unit, artifact)
     _advance(bar)
     return artifact
