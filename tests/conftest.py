@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+def _threads_per_worker() -> None:
+    """Under pytest-xdist, the cores shared out among the workers: two workers each running
+    torch on every core would fight for them (tiny operations then wait on busy threads).
+    Set in the environment too, for the processes tests start."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_threads_per_worker()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The browser test first: building its report and visiting every page is the longest chain
+    of the suite, so with two workers it starts at once while the other worker runs the rest."""
+    items.sort(key=lambda item: 0 if item.path.name == "test_site_browser.py" else 1)
 
 TINY_MODEL_MODULE = textwrap.dedent('''
     import torch
