@@ -148,7 +148,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 images and no concepts (a smoke test)")
     args = parser.parse_args()
     base = Path(args.work or tempfile.mkdtemp(prefix="modelcard-scale-"))
-    text = REPORT.replace("@IMAGES@", "4" if args.quick else "9").replace("@CONCEPTS@", "false" if args.quick else "true")
+    text = REPORT.replace("@IMAGES@", "4" if args.quick else "9")
+    text = text.replace("@CONCEPTS@", "false" if args.quick else "true")
     runs = {"one_rank_1_thread": (1, 1), "one_rank_all_cores": (1, 0), f"ranks_{args.ranks}": (args.ranks, 1)}
     results: Dict[str, Any] = {"cpus": os.cpu_count()}
     for name, (ranks, threads) in runs.items():
