@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
+from _blocks_report import BLOCKS_SECTION
+from conftest import TINY_MODEL_MODULE, write_image_folder
 
 from generator.artifacts.store import ArtifactStore, read_record
 from generator.pipeline.shard import Shard
@@ -28,10 +30,8 @@ from generator.pipeline.shard import Shard
 # $TRAP_DIR: "die-rank-1" makes rank 1 exit hard after that many forward calls (a crashed
 # rank); "hold" pauses every forward while it exists (a long run to collide with). The same
 # module serves every run of a test, so the model's code (part of every key) is the same.
-TRAP_MODEL = textwrap.dedent('''
+TRAP_MODEL = TINY_MODEL_MODULE + textwrap.dedent('''
     import os, time
-    import torch
-    from torch import nn
 
     class Trap(nn.Module):
         calls = 0
@@ -48,19 +48,15 @@ TRAP_MODEL = textwrap.dedent('''
                     time.sleep(0.05)
             return x
 
+    tiny = build
+
     def build():
-        torch.manual_seed(0)
-        model = nn.Sequential()
-        model.add_module("trap", Trap())
-        model.add_module("conv1", nn.Conv2d(3, 8, 3, padding=1))
-        model.add_module("relu1", nn.ReLU())
-        model.add_module("conv2", nn.Conv2d(8, 16, 3, padding=1, stride=2))
-        model.add_module("relu2", nn.ReLU())
-        model.add_module("pool", nn.AdaptiveAvgPool2d(1))
-        model.add_module("flatten", nn.Flatten())
-        model.add_module("fc", nn.Linear(16, 4))
-        return model, {"input_size": (3, 32, 32), "resize": 36, "class_names": ["ant", "bee", "cat", "dog"],
-                       "layers": ["relu1", "relu2"], "cam_layer": "relu2"}
+        model, spec = tiny()
+        trapped = nn.Sequential()
+        trapped.add_module("trap", Trap())
+        for name, child in model.named_children():
+            trapped.add_module(name, child)
+        return trapped, spec
 ''')
 
 
@@ -68,8 +64,6 @@ def write_report(root: Path) -> Path:
     """Two tiny models on a folder of images, with stages whose units wait for each other
     across ranks: attribution (a group), evaluation and comparison (need the maps), building
     blocks (``after`` callbacks, then declarations that use them), features."""
-    from conftest import write_image_folder
-
     images = write_image_folder(root / "images", n_per_class=3)
     (root / "trapmodel.py").write_text(TRAP_MODEL)
     config = root / "report.yaml"
@@ -97,17 +91,7 @@ def write_report(root: Path) -> Path:
           profile: quick
           steps: 4
           channels: 2
-        blocks:
-          enabled: true
-          max_images: 2
-          layers: [relu2, pool]
-          top_k: 3
-          n_groups: 3
-          n_channels: 4
-          icon_size: 16
-          grid_icon_size: 16
-          icon_steps: 2
-    '''))
+    ''') + BLOCKS_SECTION)
     return config
 
 
@@ -333,8 +317,6 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_harms_nothing(fresh: Pat
 def test_gallery_parts_join_into_the_gallery_of_one_render(tmp_path: Path, monkeypatch):
     """``features.part_channels`` splits a layer's gallery into units of whole render batches;
     the joined gallery holds the images, values and trajectories of one render of the layer."""
-    from conftest import TINY_MODEL_MODULE, write_image_folder
-
     from generator.config import load_config
     from generator.methods.featurevis import profiles
     from generator.pipeline.run import run_report
